@@ -1,0 +1,36 @@
+# buildplane — the README's commands. `make demo` and `make test` do all their own set-up.
+SHELL := /bin/bash
+VENV := .venv
+BP := $(VENV)/bin/buildplane
+PY := $(VENV)/bin/python
+LAB := ops/lab
+TILT_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help provision install demo test test-unit lab-up lab-down tilt-up tilt-down tilt-ci staging-mode deploy-mode bench
+
+help:
+	@echo "make demo | test | lab-up | lab-down | tilt-up | tilt-down | tilt-ci | staging-mode | deploy-mode | bench"
+
+provision:  ## Debian packages, builder binaries, helm, chromium, the Python package
+	bash $(LAB)/provision.sh
+
+install: provision
+
+demo: provision  ## the main job on the embedded default (local lab)
+	bash $(LAB)/with-lab.sh bash ops/demo.sh
+
+test: provision  ## every test: unit, tool boundary, real (lab), browser
+	bash $(LAB)/with-lab.sh $(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-unit: provision
+	$(PY) -m pytest -ra -m "not real and not browser" $(PYTEST_ARGS)
+
+lab-up: provision
+	bash $(LAB)/up.sh
+
+lab-down:
+	bash $(LAB)/down.sh
+
+bench: provision
+	bash $(LAB)/with-lab.sh $(PY) bench/run.py

@@ -1,0 +1,1 @@
+"""buildplane: a local_resource pipeline engine."""

@@ -1,0 +1,124 @@
+"""Command line (DESIGN §4): parse, call, print, map errors to exit codes — nothing else."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import contract
+from .errors import BadInput, BuildplaneError
+from .topology import MODES, Topology, load, topology_path
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises BadInput (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        raise BadInput(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+_COMMANDS: dict[str, Callable] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        _COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+def _sub(subs, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    return subs.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _mode_flags(p: argparse.ArgumentParser, default_mode: str | None = None) -> None:
+    p.add_argument("--mode", choices=MODES, default=default_mode, required=default_mode is None,
+                   help="dev | staging | deploy")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="targets to run (default: the non-optional ones)")
+    p.add_argument("--build-only", action="store_true", help="build and push; no release")
+    p.add_argument("--apply", action="store_true", help="staging: also release into the staging namespace")
+    p.add_argument("--force", action="store_true", help="rebuild and re-release even when fresh")
+    p.add_argument("--kube-context", help="kube context for Helm (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
+    p.add_argument("--namespace", help="release namespace (must be the mode's own; anything else is refused)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="buildplane",
+        description="Pipeline engine for a remote-cluster dev loop: buildx through a registry cache, "
+                    "Helm releases in the dev namespace, Argo CD handback, Build Plane Events.",
+        epilog="example:\n  buildplane --topology ops/infra/topology/lxc-pve-lab.yaml plan --mode dev runtime",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--topology", metavar="PATH",
+                        help="topology YAML (default: $BUILDPLANE_TOPOLOGY, else ops/infra/topology/local.yaml)")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _sub(subs, "env", "print the BuildPlane contract (registries, cache refs, namespaces) as env exports",
+             "eval \"$(buildplane env ops/infra/topology/lxc-pve-lab.yaml --mode dev)\"")
+    p.add_argument("path", nargs="?", metavar="PATH", help="topology file (overrides --topology)")
+    p.add_argument("--mode", choices=MODES, default="dev")
+    p.add_argument("--format", choices=("sh", "json"), default="sh")
+
+    p = _sub(subs, "plan", "print every step with its exact argv; touches nothing",
+             "buildplane plan --mode dev runtime portal --json")
+    _mode_flags(p)
+
+    p = _sub(subs, "up", "run the pipeline for a mode (what Tilt's local_resource calls)",
+             "buildplane up --mode dev runtime --json")
+    _mode_flags(p)
+
+    p = _sub(subs, "resources", "the Tilt resources, for the Tiltfile to define",
+             "buildplane resources --json")
+    p.add_argument("--json", action="store_true", required=True, help="JSON output (the only form)")
+
+    p = _sub(subs, "doctor", "check tools, credentials and endpoints, each with a fix hint", "buildplane doctor")
+    return parser
+
+
+def _topology(args) -> tuple[Topology, Path]:
+    path = topology_path(getattr(args, "path", None) or args.topology)
+    return load(path), path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return 2
+        _load_commands()
+        return int(_COMMANDS[args.command](args, _topology) or 0)
+    except BuildplaneError as exc:
+        print(f"buildplane: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("buildplane: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _load_commands() -> None:
+    # Imported late so `--help` and bad usage stay fast and need none of the heavy modules.
+    from . import commands  # noqa: F401
+
+
+@command("env")
+def _env(args, topology) -> int:
+    topo, path = topology(args)
+    env = contract.environment(topo, args.mode, path)
+    if args.format == "json":
+        print(json.dumps({v.name: v.value for v in env}, indent=2))
+    else:
+        sys.stdout.write(contract.format_sh(env))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Input digests (DESIGN §6): what an image and a release are built from, hashed cheaply.
+
+A stat cache (path, size, mtime, inode → file hash) keeps a no-change check on a large
+tree to one stat per file; only files whose stat changed are read again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .dockerignore import DockerIgnore
+
+STATE_DIR = Path(".buildplane")
+
+
+@dataclass
+class StatCache:
+    """path → (size, mtime_ns, inode, mode, sha256) persisted as one JSON file."""
+
+    path: Path
+    entries: dict[str, list] = field(default_factory=dict)
+    dirty: bool = False
+
+    @classmethod
+    def open(cls, path: Path) -> "StatCache":
+        try:
+            entries = json.loads(path.read_text())
+            if not isinstance(entries, dict):
+                entries = {}
+        except (OSError, ValueError):
+            entries = {}
+        return cls(path=path, entries=entries)
+
+    def file_hash(self, abspath: str, st: os.stat_result) -> str:
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+        hit = self.entries.get(abspath)
+        if hit is not None and tuple(hit[:4]) == key:
+            return hit[4]
+        h = hashlib.sha256()
+        with open(abspath, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        self.entries[abspath] = [*key, digest]
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename so concurrent runs never read a torn file.
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".statcache.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.entries, fh, separators=(",", ":"))
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """What an image is built from: its digest, and the per-file hashes (for 'what changed')."""
+
+    digest: str
+    files: dict[str, str]
+
+
+def walk_context(context: Path, ignore: DockerIgnore):
+    """Yield (relpath, abspath, stat) for every regular file/symlink the builder would send."""
+    stack = [("", str(context))]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            entries = list(os.scandir(abs_dir))
+        except OSError:
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                # An excluded directory can still hold a '!'-re-included file: only prune without negations.
+                if ignore.excluded(rel) and not ignore.has_negations:
+                    continue
+                stack.append((rel + "/", entry.path))
+                continue
+            if ignore.excluded(rel):
+                continue
+            yield rel, entry.path, entry.stat(follow_symlinks=False)
+
+
+def image_inputs(
+    context: Path,
+    dockerfile: Path,
+    *,
+    build_args: dict[str, str],
+    build_target: str | None,
+    platform: str | None,
+    cache: StatCache,
+) -> ImageInputs:
+    """The image inputs digest: context after .dockerignore, Dockerfile, args, target, platform."""
+    ignore = DockerIgnore.for_context(context, dockerfile)
+    files: dict[str, str] = {}
+    for rel, abspath, st in walk_context(context, ignore):
+        if stat.S_ISLNK(st.st_mode):
+            files[rel] = "link:" + os.readlink(abspath)
+        elif stat.S_ISREG(st.st_mode):
+            exec_bit = "x" if st.st_mode & 0o111 else "-"
+            files[rel] = exec_bit + cache.file_hash(abspath, st)
+    df_hash = cache.file_hash(str(dockerfile.resolve()), dockerfile.stat())
+    h = hashlib.sha256()
+    h.update(b"buildplane-image-inputs-v1\0")
+    h.update(json.dumps({"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
+                         "platform": platform}, sort_keys=True).encode())
+    for rel in sorted(files):
+        h.update(rel.encode() + b"\0" + files[rel].encode() + b"\n")
+    files["<Dockerfile>"] = df_hash
+    return ImageInputs(digest="sha256:" + h.hexdigest(), files=files)
+
+
+def changed_files(before: dict[str, str], after: dict[str, str], limit: int = 3) -> list[str]:
+    """Paths added, removed or edited between two file maps, for 'why did this build'."""
+    names = sorted(set(before) | set(after))
+    return [n for n in names if before.get(n) != after.get(n)][:limit]
+
+
+def release_inputs(*, chart_files: dict[str, str], values_files: dict[str, str], image_digest: str,
+                   namespace: str, release: str, extra: dict[str, str] | None = None) -> str:
+    """The release inputs digest: chart files, values files, image digest, namespace, release name."""
+    payload = {"chart": chart_files, "values": values_files, "image": image_digest, "namespace": namespace,
+               "release": release, "extra": extra or {}}
+    return "sha256:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def tree_hashes(root: Path, cache: StatCache) -> dict[str, str]:
+    """Hashes of every file below root (no ignore rules): for chart directories."""
+    return {rel: cache.file_hash(abspath, st) for rel, abspath, st in walk_context(root, DockerIgnore([]))
+            if stat.S_ISREG(st.st_mode)}

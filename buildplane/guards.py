@@ -1,0 +1,60 @@
+"""What each mode may touch (DESIGN §7). Every refusal names its rule and happens before any tool runs."""
+from __future__ import annotations
+
+import re
+
+from .errors import Refused
+from .kubeconfig import KubeContext
+from .topology import Topology
+
+IMMUTABLE_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
+# kubectl verbs the product may use: read-only diagnostics.
+KUBECTL_READ_VERBS = frozenset({"get", "describe", "logs", "version", "top", "explain", "api-resources",
+                                "api-versions", "cluster-info", "events", "auth"})
+KUBECTL_CONFIG_READ = frozenset({"view", "current-context", "get-contexts", "get-clusters"})
+
+
+def check_kube_context(topo: Topology, ctx: KubeContext) -> None:
+    if ctx.name is not None and ctx.name not in topo.kube.contexts:
+        raise Refused(
+            "kube-context-allow-list",
+            f"kube context {ctx.name!r} (from {ctx.source}) is not in kube.contexts "
+            f"[{', '.join(topo.kube.contexts)}]; pass --kube-context with one of those",
+        )
+
+
+def check_release_namespace(topo: Topology, mode: str, namespace: str) -> None:
+    if namespace in topo.protected_namespaces:
+        raise Refused(
+            "protected-namespace",
+            f"{mode} may not release into {namespace!r}: it is in protected_namespaces (Argo CD owns it); "
+            f"use deploy-mode to hand changes to Argo CD",
+        )
+    expected = topo.mode(mode).namespace
+    if namespace != expected:
+        raise Refused("mode-namespace", f"{mode} releases only into its own namespace {expected!r}, not {namespace!r}")
+
+
+def check_staging_apply(mode: str, apply: bool) -> None:
+    if mode == "staging" and not apply:
+        raise Refused("staging-needs-apply", "staging builds only; it releases into the staging namespace only with --apply")
+
+
+def check_tag(mode: str, target: str, tag: str) -> None:
+    if IMMUTABLE_TAG.match(tag):
+        raise Refused(
+            "immutable-tag",
+            f"{mode} would push {target}:{tag}, an immutable-looking release tag it does not own; "
+            f"use a tag template with {{mode}} or {{git_sha}}",
+        )
+
+
+def check_kubectl(argv: list[str]) -> None:
+    """Only read-only kubectl verbs may ever run (DESIGN §1)."""
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    verb = words[0] if words else ""
+    if verb in KUBECTL_READ_VERBS:
+        return
+    if verb == "config" and len(words) > 1 and words[1] in KUBECTL_CONFIG_READ:
+        return
+    raise Refused("kubectl-read-only", f"kubectl {verb or '(no verb)'} is not allowed: the cluster is changed only through Helm and Argo CD")

@@ -1,0 +1,194 @@
+"""Plan: the ordered steps a mode would run for some targets, with their exact argv. No side effects."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import contract, guards
+from .errors import BadInput
+from .freshness import STATE_DIR, StatCache, image_inputs
+from .kubeconfig import KubeContext, resolve
+from .specs import BuildSpec, HandbackSpec, ReleaseSpec, SmokeSpec
+from .tools.run import Runner
+from .tools import helm as helm_tool
+from .topology import Topology
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: str
+    targets: tuple[str, ...] = ()
+    build_only: bool = False
+    apply: bool = False
+    force: bool = False
+    kube_context: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str  # "build:runtime"
+    kind: str  # build | release | smoke | stop-tilt | handback
+    target: str | None
+    spec: object
+    after: tuple[str, ...] = ()
+    note: str = ""
+
+    def describe(self, digest_placeholder: str = "<digest pushed by build>") -> dict:
+        """The step as shown by `plan`: its exact argv, or the HTTP calls it makes."""
+        out: dict = {"id": self.id, "kind": self.kind, "target": self.target, "after": list(self.after)}
+        if isinstance(self.spec, BuildSpec):
+            out["argv"] = self.spec.argv()
+            out["cache_scope"] = self.spec.cache_scope
+            out["inputs_digest"] = self.spec.inputs.digest
+            out["fresh_check"] = f"HEAD {self.spec.content_ref} in the final registry; build and push only if missing"
+        elif isinstance(self.spec, ReleaseSpec):
+            out["argv"] = self.spec.argv(digest_placeholder)
+            out["applied"] = not self.spec.render_only
+        elif isinstance(self.spec, SmokeSpec):
+            out["http"] = [f"GET {r.url} expect {r.status}" + (f" containing {r.text!r}" if r.text else "")
+                           for r in self.spec.routes]
+        elif isinstance(self.spec, HandbackSpec):
+            base = self.spec.server.rstrip("/")
+            out["http"] = []
+            for app in self.spec.apps:
+                out["http"] += [f"GET {base}/api/v1/applications/{app}?refresh=normal",
+                                f"POST {base}/api/v1/applications/{app}/sync (only when not Synced+Healthy)"]
+        elif isinstance(self.spec, list):
+            out["argv"] = list(self.spec)
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class Plan:
+    mode: str
+    targets: list[str]
+    steps: list[Step] = field(default_factory=list)
+    kube_context: KubeContext | None = None
+    namespace: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def to_json(self) -> dict:
+        return {
+            "mode": self.mode,
+            "targets": self.targets,
+            "namespace": self.namespace,
+            "kube_context": self.kube_context.name if self.kube_context else None,
+            "steps": [s.describe() for s in self.steps],
+            "notes": self.notes,
+        }
+
+
+def git_sha(runner: Runner, cwd: Path) -> str:
+    """Short commit of the working tree, or 'nogit' outside a repository."""
+    try:
+        res = runner.run(["git", "rev-parse", "--short=12", "HEAD"], timeout=10, cwd=str(cwd), check=False)
+    except Exception:  # git missing is not an error for a build
+        return "nogit"
+    return res.stdout.strip() if res.exit_code == 0 and res.stdout.strip() else "nogit"
+
+
+def select_targets(topo: Topology, names: tuple[str, ...]) -> list[str]:
+    for name in names:
+        contract.target(topo, name)
+    return list(dict.fromkeys(names)) if names else topo.default_targets()
+
+
+def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, base: Path | None = None,
+              environ: dict[str, str] | None = None, state_dir: Path | None = None) -> Plan:
+    """Build the plan for `opts`, checking every guard first (Refused, exit 3)."""
+    runner = runner or Runner()
+    base = base or Path.cwd()
+    environ = os.environ if environ is None else environ
+    if opts.mode == "deploy":
+        return _deploy_plan(topo, opts, runner)
+    mode = topo.mode(opts.mode)
+    if opts.build_only and opts.apply:
+        raise BadInput("--build-only and --apply contradict each other; pick one")
+    targets = select_targets(topo, opts.targets)
+    plan = Plan(mode=opts.mode, targets=targets, namespace=opts.namespace or mode.namespace)
+
+    releasing = not opts.build_only and (opts.mode == "dev" and mode.release or opts.mode == "staging" and opts.apply)
+    if releasing:
+        if opts.mode == "staging":
+            guards.check_staging_apply(opts.mode, opts.apply)
+        guards.check_release_namespace(topo, opts.mode, plan.namespace)
+        plan.kube_context = resolve(opts.kube_context, environ)
+        guards.check_kube_context(topo, plan.kube_context)
+    elif opts.mode == "staging" and not opts.build_only:
+        plan.notes.append("staging builds only; pass --apply to release into " + mode.namespace)
+
+    state = state_dir or (STATE_DIR if base == Path.cwd() else base / STATE_DIR)
+    cache = StatCache.open(state / "statcache.json")
+    sha = git_sha(runner, base)
+    helm_major = None
+    for name in targets:
+        t = topo.targets[name]
+        context = _path(base, t.context)
+        dockerfile = _path(base, t.dockerfile)
+        args = {**contract.base_image_arg(topo), **t.build_args}
+        inputs = image_inputs(context, dockerfile, build_args=args, build_target=t.build_target,
+                              platform=t.platform, cache=cache)
+        tag = contract.render_tag(mode.tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode, target=name)
+        guards.check_tag(opts.mode, name, tag)
+        cref = contract.cache_ref(topo, opts.mode, name)
+        repo = contract.image_repo(topo, name)
+        build = BuildSpec(
+            target=name, mode=opts.mode, context=context, dockerfile=dockerfile, build_target=t.build_target,
+            build_args=args, platform=t.platform, network=topo.builder.network, repo=repo, tag=tag,
+            content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
+            cache_from=cref if mode.cache.import_ else None, cache_to=cref if mode.cache.export else None,
+            metadata_file=state / "builds" / f"{opts.mode}-{name}.json", inputs=inputs,
+            plain_http=contract.is_plain_http(topo, repo),
+        )
+        plan.steps.append(Step(f"build:{name}", "build", name, build))
+        if releasing and t.chart:
+            if helm_major is None:
+                helm_major = helm_tool.major_version(runner) or 4
+            ctx = plan.kube_context
+            render = not (ctx and ctx.name)
+            rel = ReleaseSpec(
+                target=name, mode=opts.mode, release=contract.release_name(topo, name), chart=_path(base, t.chart),
+                namespace=plan.namespace, kube_context=ctx.name if ctx else None,
+                values=tuple(_path(base, v) for v in t.values), repo=repo, timeout=mode.helm_timeout,
+                history_max=mode.history_max, helm_major=helm_major, render_only=render,
+            )
+            note = "no allowed kube context is reachable: rendered with helm template, not applied" if render else (
+                "" if ctx.known else f"kube context {ctx.name!r} is not in your kubeconfig: helm will fail to reach it")
+            plan.steps.append(Step(f"release:{name}", "release", name, rel, after=(f"build:{name}",), note=note))
+            if t.smoke and not render:
+                plan.steps.append(Step(f"smoke:{name}", "smoke", name,
+                                       SmokeSpec(name, t.smoke, mode.smoke_deadline_s), after=(f"release:{name}",)))
+    cache.save()
+    return plan
+
+
+def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
+    if topo.modes.deploy is None:
+        raise BadInput(f"{topo.source}: modes.deploy: not defined; add modes.deploy.argo with server and apps")
+    if opts.targets or opts.build_only or opts.apply:
+        raise BadInput("deploy mode takes no targets, --build-only or --apply: it hands every canonical app back to Argo CD")
+    argo = topo.modes.deploy.argo
+    plan = Plan(mode="deploy", targets=[], namespace=topo.modes.deploy.namespace)
+    try:
+        runner.which("tilt")
+        plan.steps.append(Step("stop-tilt", "stop-tilt", None, ["tilt", "down"]))
+    except Exception:
+        plan.notes.append("tilt is not installed: nothing to stop")
+    plan.steps.append(Step("handback", "handback", None, HandbackSpec(argo.server, argo.apps, argo.timeout_s, argo.prune),
+                           after=("stop-tilt",) if plan.steps else ()))
+    return plan
+
+
+def _path(base: Path, p: str) -> Path:
+    # Keep paths as the user wrote them when we run where they are relative to (plan output stays readable).
+    path = Path(p)
+    if path.is_absolute() or base == Path.cwd():
+        return path
+    return base / path

@@ -1,0 +1,39 @@
+"""The Tilt resources derived from the topology, so the Tiltfile never repeats it (DESIGN §4 `resources --json`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .topology import Topology
+
+# State the product writes must never retrigger Tilt.
+ALWAYS_IGNORE = [".buildplane", "output", ".git", ".venv", "**/__pycache__"]
+
+
+def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
+    resources = []
+    for name, t in topo.targets.items():
+        deps = [t.context, t.dockerfile] + ([t.chart] if t.chart else []) + list(t.values)
+        resources.append({
+            "name": name,
+            "args": ["up", "--mode", "dev", name],
+            "deps": list(dict.fromkeys(deps)),
+            "ignore": ALWAYS_IGNORE,
+            "labels": ["optional"] if t.optional else ["app"],
+            "optional": t.optional,
+            "flag": name if t.optional else None,
+            "trigger": "auto",
+        })
+    for name, t in topo.targets.items():
+        if t.browser:
+            resources.append({
+                "name": f"{name}-e2e-smoke", "args": ["smoke", "--browser", name], "deps": [],
+                "ignore": [], "labels": ["smoke"], "optional": True, "flag": "e2e", "trigger": "manual",
+                "resource_deps": [name],
+            })
+    if topo.modes.staging is not None:
+        resources.append({"name": "staging-mode", "args": ["up", "--mode", "staging", "--build-only"], "deps": [],
+                          "ignore": [], "labels": ["mode"], "optional": False, "flag": None, "trigger": "manual"})
+    if topo.modes.deploy is not None:
+        resources.append({"name": "deploy-mode", "args": ["handback"], "deps": [], "ignore": [], "labels": ["mode"],
+                          "optional": False, "flag": None, "trigger": "manual"})
+    return {"topology": str(topology_file), "resources": resources}
