@@ -46,3 +46,44 @@ def doctor_cmd(args, topology) -> int:
         if not check.ok and check.required:
             worst = 4
     return worst
+
+
+@command("up")
+def up_cmd(args, topology) -> int:
+    from pathlib import Path
+
+    from .engine import Engine
+    from .freshness import STATE_DIR
+    from .steps.build import BuildEnv
+    from .steps.release import ReleaseEnv
+    from .tools.registry import RegistryClient
+    from .tools.run import Runner
+
+    topo, _ = topology(args)
+    log = _stderr
+    runner = Runner(log=(lambda line: None))
+    plan = make_plan(topo, options(args), runner=runner)
+    state = Path(STATE_DIR)
+    registry = RegistryClient(plain_http=frozenset(topo.registries.plain_http))
+    engine = Engine(
+        plan,
+        build_env=BuildEnv(runner=runner, registry=registry, state_dir=state, log=log, force=args.force,
+                           progress=lambda target, line: print(f"[{target}] {line}", file=sys.stderr)),
+        release_env=ReleaseEnv(runner=runner, state_dir=state, log=log, force=args.force),
+        state_dir=state, log=log,
+    )
+    summary = engine.run()
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        for name, target in summary.to_json()["targets"].items():
+            print(f"{name}: build {target['build']}, release {target['release']} — {target['image']}", file=sys.stderr)
+    if summary.error and summary.exit_code != 130:
+        print(f"buildplane: {summary.error}", file=sys.stderr)
+    elif summary.exit_code == 130:
+        print("buildplane: interrupted", file=sys.stderr)
+    return summary.exit_code
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

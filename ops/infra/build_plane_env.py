@@ -14,7 +14,7 @@ try:
     from buildplane.cli import main
 except ImportError:
     venv = ROOT / ".venv" / "bin" / "python"
-    if venv.exists() and Path(sys.executable).resolve() != venv.resolve():
+    if venv.exists() and Path(sys.prefix).resolve() != venv.parent.parent.resolve():
         os.execv(str(venv), [str(venv), __file__, *sys.argv[1:]])
     print("build_plane_env: the buildplane package is not installed; run `make provision`", file=sys.stderr)
     sys.exit(4)

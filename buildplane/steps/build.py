@@ -1,0 +1,130 @@
+"""Build + push one image with buildx through the registry cache — or nothing, when it is fresh."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..freshness import changed_files
+from ..specs import BuildSpec
+from ..tools import buildx
+from ..tools.registry import RegistryClient
+from ..tools.run import Runner
+from .result import Status, StepResult
+
+BUILD_TIMEOUT_S = 3600.0
+
+
+@dataclass
+class BuildEnv:
+    """What a build step talks to; tests inject fakes."""
+
+    runner: Runner
+    registry: RegistryClient
+    state_dir: Path
+    log: Callable[[str], None]
+    force: bool = False
+    progress: Callable[[str, str], None] | None = None  # (target, line) for live builder output
+    _cache_ok: bool | None = field(default=None, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def registry_cache_ok(self) -> bool:
+        """Asked once per run; a builder that cannot export registry cache gets inline cache instead."""
+        with self._cache_lock:
+            if self._cache_ok is None:
+                ok, who = buildx.registry_cache_capability()
+                if not ok:
+                    self.log(f"note: {who} cannot export registry cache; falling back to inline cache "
+                             "(enable the containerd image store or use a docker-container builder)")
+                self._cache_ok = ok
+            return self._cache_ok
+
+
+def record_path(state_dir: Path, spec: BuildSpec) -> Path:
+    return state_dir / "state" / f"build-{spec.mode}-{spec.target}.json"
+
+
+def read_record(state_dir: Path, spec: BuildSpec) -> dict | None:
+    try:
+        return json.loads(record_path(state_dir, spec).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def why_build(spec: BuildSpec, record: dict | None, force: bool) -> str:
+    """A sentence saying why this target is being built."""
+    if force:
+        return "--force"
+    if record is None or not record.get("files"):
+        return f"no image for inputs digest {spec.content_tag}"
+    changed = changed_files(record["files"], spec.inputs.files, limit=4)
+    if not changed:
+        return f"no image for inputs digest {spec.content_tag} in the final registry"
+    rel = [("Dockerfile" if c == "<Dockerfile>" else str(spec.context / c)) for c in changed[:3]]
+    more = " and more" if len(changed) > 3 else ""
+    return f"{', '.join(rel)}{more} changed"
+
+
+def run_build(spec: BuildSpec, env: BuildEnv) -> StepResult:
+    started = time.monotonic()
+    record = read_record(env.state_dir, spec)
+    cache_info = {"import": bool(spec.cache_from), "export": bool(spec.cache_to), "cached_steps": 0, "total_steps": 0}
+    facts = {"image": spec.ref, "content_ref": spec.content_ref, "cache_scope": spec.cache_scope, "cache": cache_info}
+    if not env.force:
+        digest = env.registry.manifest_digest(spec.content_ref)
+        if digest:
+            # The mode tag may carry the commit: add it registry-side if missing (no build, no upload).
+            if env.registry.manifest_digest(spec.ref) != digest:
+                env.registry.copy_tag(spec.content_ref, spec.tag)
+            if record is None or record.get("inputs_digest") != spec.inputs.digest:
+                _save(env, spec, digest)
+            facts["digest"] = digest
+            return StepResult("build", spec.target, Status.FRESH,
+                              f"fresh: image for inputs digest {spec.content_tag} already in the final registry",
+                              time.monotonic() - started, facts)
+    reason = why_build(spec, record, env.force)
+    env.registry.check_push_access(spec.ref)  # wrong credentials: fail before anything is built or pushed
+    inline = bool(spec.cache_from or spec.cache_to) and not env.registry_cache_ok()
+    argv = spec.argv(inline_cache=inline)
+    if inline and record and record.get("ref"):
+        # Inline cache travels in the image: import it from the last image this mode pushed.
+        i = argv.index("--cache-from") if "--cache-from" in argv else None
+        if i is not None:
+            argv[i + 1] = f"type=registry,ref={record['ref']}"
+    spec.metadata_file.parent.mkdir(parents=True, exist_ok=True)
+    spec.metadata_file.unlink(missing_ok=True)
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if env.progress:
+            env.progress(spec.target, line)
+
+    env.log(f"{spec.target}: building ({reason})")
+    env.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line)
+    progress = buildx.parse_progress(lines)
+    digest = buildx.read_metadata_digest(spec.metadata_file)
+    cache_info.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
+    facts.update(digest=digest, cache=cache_info, inline_cache=inline)
+    _save(env, spec, digest, cache_info)
+    return StepResult("build", spec.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+
+def _save(env: BuildEnv, spec: BuildSpec, digest: str | None, cache: dict | None = None) -> None:
+    write_json_atomic(record_path(env.state_dir, spec), {
+        "inputs_digest": spec.inputs.digest, "files": spec.inputs.files, "digest": digest, "ref": spec.ref,
+        "content_ref": spec.content_ref, "cache": cache, "at": time.time(),
+    })

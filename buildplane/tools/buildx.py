@@ -1,0 +1,59 @@
+"""buildx facts, parsed apart from running it: progress output → cached/total steps; builder capabilities."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_VERTEX = re.compile(r"^#(\d+) \[(?!internal\])([^\]]*?)\s*(\d+)/(\d+)\] (\w+)")
+_CACHED = re.compile(r"^#(\d+) CACHED\s*$")
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    total_steps: int
+    cached_steps: int
+
+
+def parse_progress(lines: list[str]) -> BuildProgress:
+    """Count Dockerfile steps (not FROM, not buildx internals) and those reported CACHED, from --progress plain."""
+    steps: dict[str, str] = {}  # vertex number → step label
+    cached: set[str] = set()
+    for line in lines:
+        m = _VERTEX.match(line)
+        if m and m.group(5).upper() != "FROM":
+            steps.setdefault(m.group(1), f"{m.group(2)} {m.group(3)}/{m.group(4)}")
+            continue
+        c = _CACHED.match(line)
+        if c:
+            cached.add(c.group(1))
+    labels = set(steps.values())
+    cached_labels = {steps[v] for v in cached if v in steps}
+    return BuildProgress(total_steps=len(labels), cached_steps=len(cached_labels))
+
+
+def read_metadata_digest(path: Path) -> str | None:
+    """`containerimage.digest` from buildx --metadata-file."""
+    try:
+        return json.loads(path.read_text()).get("containerimage.digest")
+    except (OSError, ValueError):
+        return None
+
+
+def supports_registry_cache(driver: str, driver_status: list) -> bool:
+    """The docker driver exports registry cache only with the containerd image store."""
+    if driver != "docker":
+        return True
+    return any(str(k).lower() == "driver-type" and "containerd.snapshotter" in str(v) for k, v in driver_status)
+
+
+def registry_cache_capability() -> tuple[bool, str]:
+    """Ask the active builder, through python-on-whales, whether it can export registry cache."""
+    from python_on_whales import docker  # imported here: only a real build needs it
+
+    builder = docker.buildx.inspect()
+    driver = builder.driver
+    status = docker.info().driver_status or [] if driver == "docker" else []
+    ok = supports_registry_cache(driver, status)
+    return ok, f"builder {builder.name} (driver {driver})"

@@ -1,0 +1,162 @@
+"""A small OCI distribution client (httpx): manifest HEAD for freshness, credential preflight,
+and registry-side tagging (copy a manifest under a new tag: no build, no layer upload).
+
+Credentials come from the Docker config the builder uses (`$DOCKER_CONFIG/config.json`:
+`auths`, `credHelpers`, `credsStore`). They are sent to the registry and never printed.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ..errors import Missing
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+
+
+@dataclass(frozen=True)
+class Ref:
+    host: str
+    repo: str
+    tag: str
+
+    @classmethod
+    def parse(cls, ref: str) -> "Ref":
+        host, rest = ref.split("/", 1)
+        repo, _, tag = rest.rpartition(":")
+        if not repo or "/" in tag:
+            repo, tag = rest, "latest"
+        return cls(host, repo, tag)
+
+
+def docker_config_path(environ=None) -> Path:
+    environ = os.environ if environ is None else environ
+    base = environ.get("DOCKER_CONFIG") or str(Path(environ.get("HOME", str(Path.home()))) / ".docker")
+    return Path(base) / "config.json"
+
+
+def credentials_for(host: str, environ=None) -> tuple[str, str] | None:
+    """(user, secret) for `host` from the Docker config, or None."""
+    try:
+        cfg = json.loads(docker_config_path(environ).read_text())
+    except (OSError, ValueError):
+        return None
+    helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
+    entry = (cfg.get("auths") or {}).get(host) or (cfg.get("auths") or {}).get(f"https://{host}")
+    if entry and entry.get("auth"):
+        user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+        return user, secret
+    if helper:
+        try:
+            out = subprocess.run([f"docker-credential-{helper}", "get"], input=host, capture_output=True,
+                                 text=True, timeout=10, check=True).stdout
+            data = json.loads(out)
+            return data.get("Username", ""), data.get("Secret", "")
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return None
+    return None
+
+
+class RegistryClient:
+    """Talks to registries with one httpx.Client (injected in tests)."""
+
+    def __init__(self, client: httpx.Client | None = None, plain_http: frozenset[str] = frozenset(),
+                 environ=None, timeout: float = 5.0) -> None:
+        self.client = client or httpx.Client(timeout=timeout)
+        self.plain_http = plain_http
+        self.environ = environ
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def _base(self, host: str) -> str:
+        plain = host in self.plain_http or host.startswith(("127.", "localhost"))
+        return f"{'http' if plain else 'https'}://{host}"
+
+    def _request(self, method: str, host: str, path: str, scope: str, **kw) -> httpx.Response:
+        url = self._base(host) + path
+        headers = dict(kw.pop("headers", {}))
+        token = self._tokens.get((host, scope))
+        if token:
+            headers["Authorization"] = token
+        try:
+            resp = self.client.request(method, url, headers=headers, **kw)
+            if resp.status_code == 401:
+                auth = self._authorize(host, scope, resp.headers.get("www-authenticate", ""))
+                if auth:
+                    headers["Authorization"] = auth
+                    resp = self.client.request(method, url, headers=headers, **kw)
+        except httpx.TimeoutException:
+            raise Missing(f"registry {host} did not answer within {self.client.timeout.read}s") from None
+        except httpx.HTTPError as exc:
+            raise Missing(f"registry {host} does not answer ({type(exc).__name__}); is it up? (`make lab-up` for the lab)") from None
+        if resp.status_code == 401:
+            who = "the credentials in your Docker config" if credentials_for(host, self.environ) else "no credentials"
+            raise Missing(f"registry {host} refused {who} (HTTP 401); run `docker login {host}`")
+        if resp.status_code == 403:
+            raise Missing(f"registry {host} denied access to {scope} (HTTP 403); check the account's permissions")
+        return resp
+
+    def _authorize(self, host: str, scope: str, challenge: str) -> str | None:
+        creds = credentials_for(host, self.environ)
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            if not creds:
+                return None
+            value = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+        elif scheme == "bearer":
+            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+            query = {"service": params.get("service", "")}
+            if scope:
+                query["scope"] = scope
+            resp = self.client.get(params["realm"], params=query, auth=creds if creds else None)
+            if resp.status_code != 200:
+                return None
+            body = resp.json()
+            value = "Bearer " + (body.get("token") or body.get("access_token", ""))
+        else:
+            return None
+        self._tokens[(host, scope)] = value
+        return value
+
+    def manifest_digest(self, ref: str) -> str | None:
+        """The digest of `ref`'s manifest, or None when the tag does not exist (one HEAD)."""
+        r = Ref.parse(ref)
+        resp = self._request("HEAD", r.host, f"/v2/{r.repo}/manifests/{r.tag}", f"repository:{r.repo}:pull",
+                             headers={"Accept": MANIFEST_TYPES})
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise Missing(f"registry {r.host} answered HTTP {resp.status_code} for {r.repo}:{r.tag}")
+        return resp.headers.get("docker-content-digest")
+
+    def check_push_access(self, ref: str) -> None:
+        """Fail fast (Missing, exit 4) when the credentials cannot push to `ref`'s repository."""
+        r = Ref.parse(ref)
+        resp = self._request("GET", r.host, "/v2/", f"repository:{r.repo}:push,pull")
+        if resp.status_code >= 400:
+            raise Missing(f"registry {r.host} answered HTTP {resp.status_code} to the credential check")
+
+    def copy_tag(self, src: str, dst_tag: str) -> str:
+        """Tag `src`'s manifest as `dst_tag` in the same repository; returns the digest."""
+        r = Ref.parse(src)
+        scope = f"repository:{r.repo}:push,pull"
+        got = self._request("GET", r.host, f"/v2/{r.repo}/manifests/{r.tag}", scope, headers={"Accept": MANIFEST_TYPES})
+        if got.status_code != 200:
+            raise Missing(f"registry {r.host}: cannot read {r.repo}:{r.tag} (HTTP {got.status_code})")
+        media = got.headers.get("content-type", "application/vnd.oci.image.index.v1+json")
+        put = self._request("PUT", r.host, f"/v2/{r.repo}/manifests/{dst_tag}", scope, content=got.content,
+                            headers={"Content-Type": media})
+        if put.status_code not in (200, 201):
+            raise Missing(f"registry {r.host}: cannot tag {r.repo}:{dst_tag} (HTTP {put.status_code})")
+        return got.headers.get("docker-content-digest", "")
