@@ -8,6 +8,9 @@ from pathlib import Path
 
 _VERTEX = re.compile(r"^#(\d+) \[(?!internal\])([^\]]*?)\s*(\d+)/(\d+)\] (\w+)")
 _CACHED = re.compile(r"^#(\d+) CACHED\s*$")
+_BODY = re.compile(r"^#(\d+) (.*)$")
+# A step restored from a remote cache shows only its layer blobs being fetched, then DONE.
+_BLOB = re.compile(r"^(sha256:[0-9a-f]{64} [\d.]+[kMG]?B / [\d.]+[kMG]?B|extracting sha256:[0-9a-f]{64}|\.\.\.$)")
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ def parse_progress(lines: list[str]) -> BuildProgress:
     """Count Dockerfile steps (not FROM, not buildx internals) and those reported CACHED, from --progress plain."""
     steps: dict[str, str] = {}  # vertex number → step label
     cached: set[str] = set()
+    blobs: dict[str, int] = {}  # vertex → blob-fetch lines seen
+    worked: set[str] = set()  # vertices that printed anything else (ran, or transferred context)
     for line in lines:
         m = _VERTEX.match(line)
         if m and m.group(5).upper() != "FROM":
@@ -28,6 +33,14 @@ def parse_progress(lines: list[str]) -> BuildProgress:
         c = _CACHED.match(line)
         if c:
             cached.add(c.group(1))
+            continue
+        b = _BODY.match(line)
+        if b and b.group(1) in steps and not b.group(2).startswith(("DONE", "[")):
+            if _BLOB.match(b.group(2)):
+                blobs[b.group(1)] = blobs.get(b.group(1), 0) + 1
+            else:
+                worked.add(b.group(1))
+    cached |= {v for v, n in blobs.items() if n and v not in worked}
     labels = set(steps.values())
     cached_labels = {steps[v] for v in cached if v in steps}
     return BuildProgress(total_steps=len(labels), cached_steps=len(cached_labels))

@@ -1,0 +1,159 @@
+"""The real build plane: buildx through the lab's registry cache, push, freshness (marker `real`)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_process
+from lab import final_auth, lab_env, make_app, manifest_exists, process_env, prune_builder
+
+pytestmark = pytest.mark.real
+
+
+def up(app: Path, lab: dict, *args: str, env: dict | None = None, timeout: float = 300):
+    res = run_process(["--topology", "topology.yaml", "up", "--mode", "dev", *args, "--json"], cwd=app,
+                      env=env or process_env(lab), timeout=timeout)
+    summary = json.loads(res.out) if res.out.strip() else None
+    return res, summary
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return lab_env()
+
+
+@pytest.fixture(scope="module")
+def built(lab, tmp_path_factory):
+    """One cold build of runtime + portal with cache export, shared by the tests below."""
+    app, ns = make_app(tmp_path_factory.mktemp("app"), lab)
+    started = time.monotonic()
+    res, summary = up(app, lab)
+    assert res.code == 0, res.err
+    return {"app": app, "ns": ns, "summary": summary, "cold_s": time.monotonic() - started}
+
+
+def test_cold_build_exports_cache_and_pushes_digest(lab, built):
+    summary, app, ns = built["summary"], built["app"], built["ns"]
+    for target in ("runtime", "portal"):
+        t = summary["targets"][target]
+        assert t["build"] == "built" and t["cache"]["export"] and t["cache"]["import"]
+        # The cache registry has {cache}/{mode}/{target}.
+        assert manifest_exists(f"{lab['cache']}/{ns}/buildcache/dev/{target}:latest")
+        # The final registry has the tag, and its digest is the one from the metadata file.
+        meta = json.loads((app / ".buildplane/builds" / f"dev-{target}.json").read_text())
+        assert t["digest"] == meta["containerimage.digest"]
+        assert manifest_exists(t["image"], final_auth(lab))
+        import httpx
+        repo_tag = t["image"].split("/", 1)[1]
+        repo, tag = repo_tag.rsplit(":", 1)
+        head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=final_auth(lab), headers={
+            "Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"})
+        assert head.headers["docker-content-digest"] == t["digest"]
+    assert summary["targets"]["runtime"]["release"] == "rendered"
+    rendered = (app / ".buildplane/rendered/dev-runtime.yaml").read_text()
+    assert summary["targets"]["runtime"]["digest"] in rendered  # the release pins the pushed digest
+
+
+def test_noop_up_calls_no_buildx(lab, built, tmp_path):
+    # A recording `docker` in front of the real one: any buildx call would be logged.
+    calls = tmp_path / "docker-calls.log"
+    shim = tmp_path / "bin" / "docker"
+    shim.parent.mkdir()
+    real = "/usr/local/bin/docker" if Path("/usr/local/bin/docker").exists() else "/usr/bin/docker"
+    shim.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    env = process_env(lab)
+    env["PATH"] = f"{shim.parent}:{env['PATH']}"
+    res, summary = up(built["app"], lab, env=env)
+    assert res.code == 0, res.err
+    assert {t["build"] for t in summary["targets"].values()} == {"fresh"}
+    assert {t["release"] for t in summary["targets"].values()} == {"fresh"}
+    assert not calls.exists() or "buildx" not in calls.read_text()
+
+
+def test_edit_one_portal_file_rebuilds_portal_only(lab, built):
+    page = built["app"] / "examples/fractalops/portal/www/index.html"
+    page.write_text(page.read_text().replace("portal is up", "portal is up (edited)"))
+    res, summary = up(built["app"], lab)
+    assert res.code == 0, res.err
+    assert summary["targets"]["portal"]["build"] == "built"
+    assert "www/index.html changed" in summary["targets"]["portal"]["reason"]
+    assert summary["targets"]["runtime"]["build"] == "fresh"
+
+
+def test_rebuild_after_prune_takes_every_step_from_the_cache(lab, built):
+    prune_builder(lab)
+    started = time.monotonic()
+    res, summary = up(built["app"], lab, "runtime", "--force")
+    warm_s = time.monotonic() - started
+    assert res.code == 0, res.err
+    cache = summary["targets"]["runtime"]["cache"]
+    assert cache["total_steps"] >= 2 and cache["cached_steps"] == cache["total_steps"], cache
+    assert warm_s < built["cold_s"], (warm_s, built["cold_s"])
+
+
+def test_wrong_credentials_fail_fast_and_push_nothing(lab, tmp_path):
+    app, ns = make_app(tmp_path / "app", lab)
+    cfg = tmp_path / "docker-config"
+    (cfg / "cli-plugins").mkdir(parents=True)
+    os.symlink(Path(lab["DOCKER_CONFIG"]) / "cli-plugins/docker-buildx", cfg / "cli-plugins/docker-buildx")
+    import base64
+    bad_secret = "wrong-pa55word-XYZ"
+    (cfg / "config.json").write_text(json.dumps({"auths": {lab["final"]: {
+        "auth": base64.b64encode(f"buildplane:{bad_secret}".encode()).decode()}}}))
+    res, _ = up(app, lab, env=process_env(lab, DOCKER_CONFIG=str(cfg)))
+    assert res.code in (1, 4), res.err
+    last = res.err.strip().splitlines()[-1]
+    assert lab["final"] in last and "401" in last
+    assert bad_secret not in res.err + res.out
+    assert base64.b64encode(f"buildplane:{bad_secret}".encode()).decode() not in res.err + res.out
+    for target in ("runtime", "portal"):
+        assert not manifest_exists(f"{lab['cache']}/{ns}/buildcache/dev/{target}:latest")
+
+
+def test_registry_down_is_a_clear_error_without_a_hang(lab, tmp_path):
+    app, _ = make_app(tmp_path / "app", lab, final="127.0.0.1:1/nothing")
+    started = time.monotonic()
+    res, _ = up(app, lab, timeout=60)
+    assert res.code == 4, res.err
+    assert "127.0.0.1:1" in res.err and "does not answer" in res.err
+    assert time.monotonic() - started < 20
+
+
+def test_blackholed_registry_times_out(lab, tmp_path):
+    # Accepts connections and never answers: the HEAD must give up at its timeout.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        app, _ = make_app(tmp_path / "app", lab, final=f"127.0.0.1:{port}/blackhole")
+        started = time.monotonic()
+        res, _ = up(app, lab, timeout=60)
+        assert res.code == 4, res.err
+        assert f"127.0.0.1:{port}" in res.err and "did not answer within" in res.err
+        assert time.monotonic() - started < 30
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        srv.close()
