@@ -139,6 +139,7 @@ class Engine:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.cache.save()
+            run_mod.reset_cancel()  # the cancel flag is process-wide: leave none behind
         errors = [o.error for o in summary.targets.values() if o.error is not None]
         if self._interrupted.is_set():
             summary.outcome, summary.exit_code, summary.error = "failed", 130, "interrupted"

@@ -12,6 +12,8 @@ IMMUTABLE_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
 KUBECTL_READ_VERBS = frozenset({"get", "describe", "logs", "version", "top", "explain", "api-resources",
                                 "api-versions", "cluster-info", "events", "auth"})
 KUBECTL_CONFIG_READ = frozenset({"view", "current-context", "get-contexts", "get-clusters"})
+_KUBECTL_VALUE_FLAGS = frozenset({"-n", "--namespace", "--context", "--kubeconfig", "--cluster", "--user", "-l",
+                                  "--selector", "-o", "--output", "-c", "--container", "-s", "--server"})
 
 
 def check_kube_context(topo: Topology, ctx: KubeContext) -> None:
@@ -51,7 +53,14 @@ def check_tag(mode: str, target: str, tag: str) -> None:
 
 def check_kubectl(argv: list[str]) -> None:
     """Only read-only kubectl verbs may ever run (DESIGN §1)."""
-    words = [a for a in argv[1:] if not a.startswith("-")]
+    words, skip = [], False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+        elif a in _KUBECTL_VALUE_FLAGS:
+            skip = True  # the next word is this flag's value, not the verb
+        elif not a.startswith("-"):
+            words.append(a)
     verb = words[0] if words else ""
     if verb in KUBECTL_READ_VERBS:
         return

@@ -98,12 +98,15 @@ class Runner:
         with _live_lock:
             _live[id(proc)] = proc
         timed_out = False
+        signalled: int | None = None
         try:
             try:
                 proc.wait(timeout=timeout)
             except sh.TimeoutException:
                 timed_out = True
                 _stop(proc)
+            except sh.ErrorReturnCode as exc:  # killed by a signal: sh reports it as an error
+                signalled = exc.exit_code
         except BaseException:
             _stop(proc)
             raise
@@ -112,7 +115,7 @@ class Runner:
                 _live.pop(id(proc), None)
         if _cancelled.is_set():
             raise Interrupted("interrupted")
-        code = proc.exit_code if not timed_out else None
+        code = signalled if signalled is not None else (proc.exit_code if not timed_out else None)
         result = Result(list(argv), code if code is not None else -1, "".join(out), "".join(err),
                         time.monotonic() - started)
         if check and (timed_out or code != 0):

@@ -1,0 +1,212 @@
+"""Build step and engine at the tool boundary: a fake `docker` (records argv, fails on anything
+unexpected) and a registry stand-in on httpx.MockTransport."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from buildplane.engine import Engine, target_lock
+from buildplane.plan import Options, make_plan
+from buildplane.steps.build import BuildEnv
+from buildplane.steps.release import ReleaseEnv
+from buildplane.tools.buildx import parse_progress, supports_registry_cache
+from buildplane.tools.registry import RegistryClient
+from buildplane.tools.run import Runner
+from buildplane.topology import load
+from conftest import ROOT
+from fakes import FakeTool
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def registry_stub(existing: set[str]):
+    """A registry where `existing` manifests (repo:tag) exist; records requests."""
+    seen = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(f"{req.method} {req.url.path}")
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        repo, _, tag = req.url.path.removeprefix("/v2/").partition("/manifests/")
+        if req.method == "HEAD":
+            return httpx.Response(200, headers={"docker-content-digest": DIGEST}) if f"{repo}:{tag}" in existing else httpx.Response(404)
+        if req.method == "GET":
+            return httpx.Response(200, content=b"{}", headers={"docker-content-digest": DIGEST, "content-type": "application/vnd.oci.image.index.v1+json"})
+        if req.method == "PUT":
+            existing.add(f"{repo}:{tag}")
+            return httpx.Response(201)
+        return httpx.Response(405)
+
+    return httpx.Client(transport=httpx.MockTransport(handler)), seen
+
+
+def engine_for(workspace: Path, docker: FakeTool, client: httpx.Client, *, targets=("api",), force=False, mode="dev"):
+    topo = load("topology.yaml")
+    runner = Runner(extra_path=[str(docker.path.parent)])
+    plan = make_plan(topo, Options(mode=mode, targets=targets, build_only=True, force=force), runner=runner)
+    logs: list[str] = []
+    env = BuildEnv(runner=runner, registry=RegistryClient(client=client), state_dir=Path(".buildplane"),
+                   log=logs.append, force=force)
+    env._cache_ok = True  # capability query is python-on-whales' job; tested separately
+    eng = Engine(plan, build_env=env, release_env=ReleaseEnv(runner, Path(".buildplane"), logs.append),
+                 state_dir=Path(".buildplane"), log=logs.append)
+    return eng, logs
+
+
+def test_parser_on_saved_real_output():
+    fx = ROOT / "tests/fixtures"
+    cold = parse_progress((fx / "buildx-progress-cold.txt").read_text().splitlines())
+    warm = parse_progress((fx / "buildx-progress-cache-import.txt").read_text().splitlines())
+    assert (cold.total_steps, cold.cached_steps) == (2, 0)
+    assert (warm.total_steps, warm.cached_steps) == (2, 2)
+
+
+def test_registry_cache_capability_rules():
+    assert not supports_registry_cache("docker", [["driver-type", "io.containerd.content.v1"]])
+    assert supports_registry_cache("docker", [["driver-type", "io.containerd.snapshotter.v1"]])
+    assert supports_registry_cache("docker-container", [])
+
+
+def test_argv_matches_python_on_whales(workspace, tmp_path):
+    """The plan's buildx argv is what python-on-whales would run for the same build."""
+    from python_on_whales import DockerClient
+
+    topo = load("topology.yaml")
+    spec = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    fake = FakeTool(tmp_path / "bin", "docker").expect("buildx", "build")
+    client = DockerClient(client_call=[str(fake.path)])
+    client.buildx.build(
+        spec.context, build_args=spec.build_args, push=True, metadata_file=spec.metadata_file, file=spec.dockerfile,
+        target=spec.build_target, cache_from=spec.cache_from_arg(), cache_to=spec.cache_to_arg(), network=spec.network,
+        tags=[spec.ref, spec.content_ref], progress="plain",
+    )
+    assert fake.calls == [spec.argv()[1:]]
+    assert fake.unexpected() == []
+
+
+def test_fresh_image_runs_no_builder(workspace, tmp_path):
+    docker = FakeTool(tmp_path / "bin", "docker")  # no call expected at all
+    topo = load("topology.yaml")
+    spec = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    client, seen = registry_stub({f"team/demo-api:{spec.content_tag}"})
+    eng, _ = engine_for(workspace, docker, client)
+    summary = eng.run()
+    assert summary.exit_code == 0
+    t = summary.to_json()["targets"]["api"]
+    assert t["build"] == "fresh" and docker.calls == []
+    # The mode tag was missing: added registry-side by copying the manifest.
+    assert f"PUT /v2/team/demo-api/manifests/{spec.tag}" in seen
+
+
+def test_changed_input_builds_and_says_why(workspace, tmp_path):
+    docker = FakeTool(tmp_path / "bin", "docker").expect("buildx", "build", write_metadata=DIGEST,
+                                                         stdout="#4 [2/2] COPY app.txt /app.txt\n#4 DONE 0.0s\n")
+    client, _ = registry_stub(set())
+    eng, logs = engine_for(workspace, docker, client)
+    assert eng.run().exit_code == 0
+    (workspace / "ctx/app.txt").write_text("v2\n")
+    eng, logs = engine_for(workspace, docker, client)
+    summary = eng.run().to_json()
+    assert summary["targets"]["api"]["build"] == "built"
+    assert summary["targets"]["api"]["reason"] == "ctx/app.txt changed"
+    assert summary["targets"]["api"]["digest"] == DIGEST
+    assert summary["targets"]["api"]["cache"] == {"import": True, "export": True, "cached_steps": 0, "total_steps": 1}
+    assert len(docker.calls) == 2 and docker.unexpected() == []
+
+
+def test_dockerignored_edit_changes_nothing(workspace, tmp_path):
+    (workspace / "ctx/.dockerignore").write_text("docs\n*.md\n!KEEP.md\n")
+    (workspace / "ctx/docs").mkdir()
+    topo = load("topology.yaml")
+    first = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    (workspace / "ctx/docs/guide.txt").write_text("x")
+    (workspace / "ctx/NOTES.md").write_text("x")
+    second = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    assert first.inputs.digest == second.inputs.digest
+    (workspace / "ctx/KEEP.md").write_text("x")
+    third = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    assert third.inputs.digest != first.inputs.digest
+
+
+def test_build_failure_cancels_the_other_target(workspace, tmp_path):
+    # api fails at once; web's build is slow and must be stopped, not waited for.
+    text = (workspace / "topology.yaml").read_text().replace("ctx/Dockerfile\n    image: demo-web", "web.Dockerfile\n    image: demo-web")
+    (workspace / "topology.yaml").write_text(text)
+    (workspace / "web.Dockerfile").write_text("FROM scratch\n")
+    docker = FakeTool(tmp_path / "bin", "docker")
+    docker.expect("buildx", "build", "--progress", "plain", "--build-arg", "BASE_REGISTRY=mirror.example:8083", "--push",
+                  "--metadata-file", ".buildplane/builds/dev-web.json", sleep=30)
+    docker.expect("buildx", "build", exit=1, stderr="ERROR: failed to solve: boom\n")
+    client, _ = registry_stub(set())
+    eng, _ = engine_for(workspace, docker, client, targets=("api", "web"))
+    started = time.monotonic()
+    summary = eng.run()
+    assert time.monotonic() - started < 10
+    assert summary.exit_code == 1 and "boom" in summary.error
+    out = summary.to_json()["targets"]
+    assert out["api"]["build"] == "failed" and out["web"]["build"] in ("failed", "not-run")
+
+
+def test_second_run_waits_for_the_target_lock(workspace):
+    state = Path(".buildplane")
+    messages: list[str] = []
+    acquired = threading.Event()
+    with target_lock(state, "api", messages.append):
+        def second():
+            with target_lock(state, "api", messages.append):
+                acquired.set()
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.4)
+        assert not acquired.is_set()
+        assert any("waiting" in m for m in messages)
+    t.join(5)
+    assert acquired.is_set()
+
+
+def test_sigterm_stops_children_within_two_seconds_and_exits_130(workspace, tmp_path):
+    # A registry stand-in on loopback (404 for every manifest), a fake docker whose build hangs.
+    import http.server
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/v2/" else 404); self.end_headers()
+        do_HEAD = do_GET
+        def log_message(self, *a): pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    text = (workspace / "topology.yaml").read_text().replace("registry.example/team", f"127.0.0.1:{port}/team")
+    (workspace / "topology.yaml").write_text(text.replace("cache: {import: true, export: true}", "cache: {import: false, export: false}"))
+    pidfile = tmp_path / "child.pid"
+    docker = FakeTool(tmp_path / "bin", "docker")
+    docker.path.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "up", "--mode", "dev",
+                             "api", "--build-only"], cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        child = int(pidfile.read_text())
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - sent
+        assert code == 130
+        assert elapsed < 2.5
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        srv.shutdown()

@@ -1,0 +1,161 @@
+"""Plan, contract and guards on the real lab topology and the example app."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from buildplane import contract
+from buildplane.errors import Refused
+from buildplane.guards import check_kubectl
+from buildplane.topology import load
+from conftest import ROOT, run_process
+
+LAB = "ops/infra/topology/lxc-pve-lab.yaml"
+
+
+@pytest.fixture
+def at_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("BUILDPLANE_KUBE_CONTEXT", raising=False)
+    return ROOT
+
+
+def plan_json(run_cli, *args):
+    res = run_cli("--topology", LAB, "plan", "--json", *args)
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+def test_dev_plan_buildx_uses_the_mode_cache_ref(at_root, run_cli):
+    plan = plan_json(run_cli, "--mode", "dev", "runtime", "--kube-context", "lxc-pve-lab")
+    build = plan["steps"][0]
+    argv = build["argv"]
+    ref = "nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime"
+    assert argv[:3] == ["docker", "buildx", "build"] and "--push" in argv
+    assert argv[argv.index("--cache-from") + 1] == f"type=registry,ref={ref}"
+    assert argv[argv.index("--cache-to") + 1] == f"type=registry,ref={ref},mode=max"
+    assert argv[argv.index("--target") + 1] == "runtime"
+    assert "BASE_REGISTRY=nexus.nexus.svc:8083" in argv
+    tags = [argv[i + 1] for i, a in enumerate(argv) if a == "--tag"]
+    assert all(t.startswith("ghcr.io/yamonco/fractalops-runtime:") for t in tags)
+    assert any(t.split(":")[-1].startswith("bp-") for t in tags)
+
+
+def test_dev_plan_helm_targets_dev_namespace_with_allowed_context(at_root, run_cli):
+    plan = plan_json(run_cli, "--mode", "dev", "runtime", "--kube-context", "lxc-pve-lab")
+    release = next(s for s in plan["steps"] if s["kind"] == "release")
+    argv = release["argv"]
+    assert argv[:4] == ["helm", "upgrade", "--install", "fractalops-runtime"]
+    assert argv[argv.index("--namespace") + 1] == "fractalops-dev"
+    assert argv[argv.index("--kube-context") + 1] == "lxc-pve-lab"
+    assert "--wait" in argv and "--history-max" in argv
+    assert release["after"] == ["build:runtime"]
+
+
+def test_staging_plan_uses_staging_cache_scope_and_no_release(at_root, run_cli):
+    plan = plan_json(run_cli, "--mode", "staging", "portal")
+    assert [s["kind"] for s in plan["steps"]] == ["build"]
+    argv = plan["steps"][0]["argv"]
+    assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/staging/portal" in argv
+    assert any("--apply" in n for n in plan["notes"])
+    tag = [argv[i + 1] for i, a in enumerate(argv) if a == "--tag"][0]
+    assert tag.split(":")[-1].startswith("staging-")
+
+
+def test_dev_without_cache_has_no_cache_flags(at_root, run_cli, tmp_path):
+    text = (ROOT / LAB).read_text().replace("cache: {import: true, export: true}\n    release: true",
+                                            "cache: {import: false, export: false}\n    release: true")
+    topo = tmp_path / "t.yaml"
+    topo.write_text(text)
+    res = run_cli("--topology", str(topo), "plan", "--mode", "dev", "runtime", "--json", "--build-only")
+    argv = json.loads(res.out)["steps"][0]["argv"]
+    assert "--cache-from" not in argv and "--cache-to" not in argv
+
+
+def test_default_targets_skip_optional_ones(at_root, run_cli):
+    plan = plan_json(run_cli, "--mode", "dev", "--build-only")
+    assert plan["targets"] == ["runtime", "portal"]
+
+
+def test_without_a_context_releases_are_rendered(at_root, run_cli):
+    plan = plan_json(run_cli, "--mode", "dev", "portal")
+    release = next(s for s in plan["steps"] if s["kind"] == "release")
+    assert release["argv"][:2] == ["helm", "template"] and release["applied"] is False
+
+
+def test_kubeconfig_current_context_outside_allow_list_is_refused(at_root, run_cli, tmp_path, monkeypatch):
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("apiVersion: v1\ncurrent-context: prod\ncontexts: [{name: prod, context: {cluster: p}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    res = run_cli("--topology", LAB, "plan", "--mode", "dev")
+    assert res.code == 3 and "kube-context-allow-list" in res.err and "kubeconfig" in res.err
+
+
+def test_deploy_plan_lists_argo_calls(at_root, run_cli):
+    plan = plan_json(run_cli, "--mode", "deploy")
+    handback = plan["steps"][-1]
+    assert "GET https://argocd.lxc-pve.lab/api/v1/applications/fractalops-api?refresh=normal" in handback["http"]
+
+
+def test_contract_names(at_root):
+    topo = load(LAB)
+    assert contract.cache_ref(topo, "dev", "runtime") == "nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime"
+    assert contract.image_ref(topo, "portal", "x") == "ghcr.io/yamonco/fractalops-portal:x"
+    assert contract.render_tag("dev-{git_sha}-{digest12}-{mode}-{target}", git_sha="abc", inputs_digest="sha256:" + "f" * 64,
+                               mode="dev", target="runtime") == "dev-abc-ffffffffffff-dev-runtime"
+    assert contract.content_tag("sha256:" + "0123456789abcdef" * 4) == "bp-0123456789abcdef"
+
+
+def test_env_sh_is_quoted_and_complete(at_root, run_cli):
+    res = run_cli("env", LAB, "--mode", "dev")
+    assert res.code == 0
+    env = dict(line.removeprefix("export ").split("=", 1) for line in res.out.splitlines())
+    assert env["BUILDPLANE_CACHE_REF_RUNTIME"] == "nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime"
+    assert env["BUILDPLANE_CACHE_REF_DAYTONA_WORKSPACE"].endswith("/dev/daytona-workspace")
+    assert env["BUILDPLANE_NAMESPACE"] == "fractalops-dev"
+    assert env["BUILDPLANE_REGISTRY_FINAL"] == "ghcr.io/yamonco"
+
+
+def test_env_json_and_the_ops_script_agree(at_root, run_cli):
+    res = run_cli("env", LAB, "--format", "json")
+    script = run_process([], cwd=ROOT)  # sanity: the module runs
+    assert script.code == 2
+    import subprocess, sys
+    out = subprocess.run([sys.executable, "ops/infra/build_plane_env.py", LAB, "--format", "json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout) == json.loads(res.out)
+
+
+def test_sh_quoting_of_unsafe_values(workspace, run_cli):
+    text = (workspace / "topology.yaml").read_text().replace("name: demo\n", "name: \"demo; rm -rf /\"\n", 1)
+    (workspace / "topology.yaml").write_text(text)
+    res = run_cli("--topology", "topology.yaml", "env")
+    assert "export BUILDPLANE_NAME='demo; rm -rf /'" in res.out
+
+
+@pytest.mark.parametrize("argv", [["kubectl", "set", "image", "deploy/x", "a=b"], ["kubectl", "patch", "x"],
+                                  ["kubectl", "edit", "x"], ["kubectl", "apply", "-f", "x"], ["kubectl", "delete", "pod", "x"],
+                                  ["kubectl", "config", "use-context", "x"], ["kubectl", "-n", "a", "scale", "x"]])
+def test_mutating_kubectl_is_refused(argv):
+    with pytest.raises(Refused) as err:
+        check_kubectl(argv)
+    assert err.value.rule == "kubectl-read-only"
+
+
+@pytest.mark.parametrize("argv", [["kubectl", "get", "pods"], ["kubectl", "-n", "x", "logs", "p"],
+                                  ["kubectl", "config", "current-context"]])
+def test_read_only_kubectl_is_allowed(argv):
+    check_kubectl(argv)
+
+
+def test_every_command_has_help_with_an_example(run_cli):
+    from buildplane.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, p in sub.choices.items():
+        assert "example:" in p.format_help(), name
