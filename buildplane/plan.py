@@ -150,7 +150,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         plan.steps.append(Step(f"build:{name}", "build", name, build))
         if releasing and t.chart:
             if helm_major is None:
-                helm_major = helm_tool.major_version(runner) or 4
+                helm_major = helm_tool.major_version(runner, state / "state" / "helm-version.json") or 4
             ctx = plan.kube_context
             render = not (ctx and ctx.name)
             rel = ReleaseSpec(

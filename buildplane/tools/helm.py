@@ -1,7 +1,10 @@
 """Helm facts the product needs before it runs Helm: its major version (for the rollback flag)."""
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
 from ..errors import Missing
 from .run import Runner
@@ -17,12 +20,29 @@ def parse_version(text: str) -> int:
     return int(m.group(1))
 
 
-def major_version(runner: Runner) -> int | None:
-    """The installed Helm's major version; None when Helm is not installed."""
+def major_version(runner: Runner, cache_file: Path | None = None) -> int | None:
+    """The installed Helm's major version; None when Helm is not installed.
+
+    `helm version` costs ~100 ms, so the answer is kept per binary (path, size, mtime) in cache_file.
+    """
     try:
         path = runner.which("helm")
     except Missing:
         return None
-    if path not in _cache:
-        _cache[path] = parse_version(runner.run(["helm", "version", "--short"], timeout=20).stdout)
-    return _cache[path]
+    st = os.stat(path)
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    if key in _cache:
+        return _cache[key]
+    stored: dict = {}
+    if cache_file is not None:
+        try:
+            stored = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            stored = {}
+    if key not in stored:
+        stored[key] = parse_version(runner.run(["helm", "version", "--short"], timeout=20).stdout)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(json.dumps(stored))
+    _cache[key] = stored[key]
+    return stored[key]
