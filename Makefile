@@ -34,3 +34,23 @@ lab-down:
 
 bench: provision
 	bash $(LAB)/with-lab.sh $(PY) bench/run.py
+
+TILT := $(shell command -v tilt 2>/dev/null)
+define need_tilt
+	@if [ -z "$(TILT)" ]; then echo "tilt is not installed: see https://docs.tilt.dev/install.html (staging-mode and deploy-mode work without it)" >&2; exit 4; fi
+endef
+
+tilt-up: provision
+	$(need_tilt)
+	tilt up $(TILT_ARGS)
+
+tilt-down:
+	$(need_tilt)
+	tilt down $(TILT_ARGS)
+
+tilt-ci: provision
+	$(need_tilt)
+	tilt ci $(TILT_ARGS)
+
+staging-mode: provision  ## e.g. make staging-mode TILT_ARGS="runtime --build-only"
+	$(BP) up --mode staging $(TILT_ARGS)

@@ -1,0 +1,93 @@
+"""The real Tiltfile, evaluated by Starlark (starlark-pyo3) with Python stand-ins for Tilt's builtins.
+It must define the resources the topology says, with flags, labels, trigger modes and deps; then each
+resource's command is run against fake tools."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import starlark as sl
+
+from conftest import ROOT
+from fakes import FakeTool
+
+PRELUDE = """
+config = struct(define_bool=_define_bool, parse=_parse)
+os = struct(path=struct(exists=_exists), getenv=_getenv)
+TRIGGER_MODE_AUTO = "auto"
+TRIGGER_MODE_MANUAL = "manual"
+"""
+
+
+def evaluate(tilt_args: list[str], monkeypatch) -> tuple[dict, list[str]]:
+    monkeypatch.chdir(ROOT)
+    resources: dict[str, dict] = {}
+    flags: list[str] = []
+
+    def define_bool(name, *args, **kw):
+        flags.append(name)
+
+    def parse():
+        return {f: (f"--{f}" in tilt_args) for f in flags}
+
+    def local(cmd, quiet=False, **kw):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
+        return out.stdout
+
+    def local_resource(name, cmd=None, deps=None, ignore=None, labels=None, resource_deps=None, trigger_mode=None,
+                       auto_init=True, allow_parallel=False):
+        resources[name] = {"cmd": cmd, "deps": deps, "ignore": ignore, "labels": labels, "resource_deps": resource_deps,
+                           "trigger_mode": trigger_mode, "auto_init": auto_init}
+
+    module = sl.Module()
+    for name, fn in {"_define_bool": define_bool, "_parse": parse, "_exists": os.path.exists, "_getenv": os.getenv,
+                     "local": local, "decode_json": json.loads, "local_resource": local_resource}.items():
+        module.add_callable(name, fn)
+    glb = sl.Globals.extended_by([sl.LibraryExtension.StructType, sl.LibraryExtension.Json, sl.LibraryExtension.Print])
+    source = PRELUDE + (ROOT / "Tiltfile").read_text()
+    sl.eval(module, sl.parse("Tiltfile", source), glb)
+    return resources, flags
+
+
+def test_default_resources(monkeypatch):
+    resources, flags = evaluate([], monkeypatch)
+    assert {"worker", "agent_server", "e2e"} <= set(flags)
+    assert set(resources) == {"runtime", "portal", "staging-mode", "deploy-mode"}
+    runtime = resources["runtime"]
+    assert runtime["cmd"][-4:] == ["up", "--mode", "dev", "runtime"]
+    assert runtime["labels"] == ["app"] and runtime["trigger_mode"] == "auto"
+    # deps are the image inputs (and the release inputs) of the target
+    assert "examples/fractalops/runtime" in runtime["deps"] and "charts/fractalops-runtime" in runtime["deps"]
+    assert ".buildplane" in runtime["ignore"]
+    assert resources["deploy-mode"]["trigger_mode"] == "manual" and resources["deploy-mode"]["labels"] == ["mode"]
+    assert resources["deploy-mode"]["auto_init"] is False
+
+
+def test_flags_add_optional_targets_and_the_smoke(monkeypatch):
+    resources, _ = evaluate(["--worker", "--agent_server", "--e2e"], monkeypatch)
+    assert {"worker", "agent_server", "portal-e2e-smoke"} <= set(resources)
+    assert resources["worker"]["labels"] == ["optional"]
+    smoke = resources["portal-e2e-smoke"]
+    assert smoke["trigger_mode"] == "manual" and smoke["labels"] == ["smoke"] and smoke["resource_deps"] == ["portal"]
+    assert smoke["cmd"][-3:] == ["smoke", "--browser", "portal"]
+
+
+def test_resource_commands_run_against_fakes(monkeypatch, tmp_path):
+    """Each app resource's command runs `buildplane up` — against a fake docker that records argv."""
+    resources, _ = evaluate([], monkeypatch)
+    docker = FakeTool(tmp_path / "bin", "docker")  # no registry answers, so no docker call is expected either
+    env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    env.pop("BUILDPLANE_TOPOLOGY", None)
+    for name in ("runtime", "portal"):
+        cmd = resources[name]["cmd"]
+        # The topology points at a registry that is down: a clear exit 4, and docker never called.
+        (tmp_path / "t.yaml").write_text((ROOT / "ops/infra/topology/local.yaml").read_text().replace(
+            "127.0.0.1:15001/fractalops", "127.0.0.1:1/fractalops"))
+        out = subprocess.run(cmd + ["--build-only"], cwd=ROOT, env={**env, "BUILDPLANE_TOPOLOGY": str(tmp_path / "t.yaml")},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 4, out.stderr
+        assert "127.0.0.1:1 does not answer" in out.stderr
+    assert docker.calls == []
