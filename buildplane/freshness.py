@@ -9,11 +9,11 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .dockerignore import DockerIgnore
+from .statefile import write_json_atomic
 
 STATE_DIR = Path(".buildplane")
 
@@ -53,12 +53,7 @@ class StatCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename so concurrent runs never read a torn file.
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".statcache.")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.entries, fh, separators=(",", ":"))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.entries)  # concurrent runs never read a torn file
         self.dirty = False
 
 

@@ -1,9 +1,6 @@
 """Build + push one image with buildx through the registry cache — or nothing, when it is fresh."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,6 +9,7 @@ from typing import Callable
 
 from ..freshness import changed_files
 from ..specs import BuildSpec
+from ..statefile import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.registry import RegistryClient
 from ..tools.run import Runner
@@ -50,18 +48,7 @@ def record_path(state_dir: Path, spec: BuildSpec) -> Path:
 
 
 def read_record(state_dir: Path, spec: BuildSpec) -> dict | None:
-    try:
-        return json.loads(record_path(state_dir, spec).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, separators=(",", ":"))
-    os.replace(tmp, path)
+    return read_json(record_path(state_dir, spec))
 
 
 def why_build(spec: BuildSpec, record: dict | None, force: bool) -> str:

@@ -6,7 +6,6 @@ A release whose inputs (chart, values, image digest, namespace, name) did not ch
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ from typing import Callable
 
 from ..freshness import StatCache, release_inputs, tree_hashes
 from ..specs import ReleaseSpec
+from ..statefile import read_json, write_json_atomic
 from ..tools.run import Runner
-from .build import write_json_atomic
 from .result import Status, StepResult
 
 
@@ -47,10 +46,7 @@ def state_path(state_dir: Path, spec: ReleaseSpec) -> Path:
 
 
 def read_state(state_dir: Path, spec: ReleaseSpec) -> dict | None:
-    try:
-        return json.loads(state_path(state_dir, spec).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(state_path(state_dir, spec))
 
 
 def parse_revision(helm_output: str) -> int | None:
