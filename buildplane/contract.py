@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadInput
-from .topology import BUILD_MODES, BuildMode, Target, Topology
+from .topology import BUILD_MODES, Target, Topology
 
 CONTENT_TAG_PREFIX = "bp-"
 
@@ -124,10 +124,6 @@ def environment(topo: Topology, mode: str, topology_file: Path | str) -> list[En
 
 def format_sh(env: list[EnvVar]) -> str:
     return "".join(f"export {v.name}={shlex.quote(v.value)}\n" for v in env)
-
-
-def mode_settings(topo: Topology, mode: str) -> BuildMode:
-    return topo.mode(mode)
 
 
 def target(topo: Topology, name: str) -> Target:

@@ -71,9 +71,6 @@ class Plan:
     namespace: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def step(self, step_id: str) -> Step:
-        return next(s for s in self.steps if s.id == step_id)
-
     def to_json(self) -> dict:
         return {
             "mode": self.mode,
