@@ -64,11 +64,6 @@ def registry_host(ref: str) -> str:
     return ref.split("/", 1)[0]
 
 
-def is_plain_http(topo: Topology, ref: str) -> bool:
-    host = registry_host(ref)
-    return host in topo.registries.plain_http or host.startswith(("127.", "localhost"))
-
-
 def base_image_arg(topo: Topology) -> dict[str, str]:
     """Build arg pointing Dockerfiles at the mirror, so base images come through it."""
     return {"BASE_REGISTRY": topo.registries.mirror} if topo.registries.mirror else {}

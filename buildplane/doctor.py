@@ -8,6 +8,7 @@ import httpx
 
 from .errors import Missing
 from .kubeconfig import resolve
+from .tools.registry import plain_http_host
 from .tools.run import INSTALL_HINTS, Runner
 from .topology import Topology
 
@@ -48,8 +49,7 @@ def run_checks(topo: Topology, runner: Runner | None = None, client: httpx.Clien
         ref = getattr(topo.registries, name)
         if ref:
             host = ref.split("/", 1)[0]
-            plain = host in topo.registries.plain_http or host.startswith(("127.", "localhost"))
-            checks.append(_registry(name, host, client, plain))
+            checks.append(_registry(name, host, client, plain_http_host(host, topo.registries.plain_http)))
     ctx = resolve(None)
     allowed = ctx.name in topo.kube.contexts if ctx.name else False
     checks.append(Check("kube context", allowed, f"{ctx.name or 'none'} (from {ctx.source})",

@@ -24,7 +24,7 @@ def kubeconfig_files(environ: dict[str, str]) -> list[Path]:
 def _read(path: Path) -> dict:
     try:
         data = YAML(typ="safe").load(path.read_text())
-    except (OSError, Exception):  # an unreadable kubeconfig means "no context", not a crash
+    except Exception:  # noqa: BLE001 - an unreadable or malformed kubeconfig means "no context", not a crash
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import contract, guards
-from .errors import BadInput
+from .errors import BadInput, Missing
 from .freshness import STATE_DIR, StatCache, image_inputs
 from .kubeconfig import KubeContext, resolve
 from .specs import BuildSpec, HandbackSpec, ReleaseSpec, SmokeSpec
@@ -86,7 +86,7 @@ def git_sha(runner: Runner, cwd: Path) -> str:
     """Short commit of the working tree, or 'nogit' outside a repository."""
     try:
         res = runner.run(["git", "rev-parse", "--short=12", "HEAD"], timeout=10, cwd=str(cwd), check=False)
-    except Exception:  # git missing is not an error for a build
+    except Missing:  # git missing is not an error for a build
         return "nogit"
     return res.stdout.strip() if res.exit_code == 0 and res.stdout.strip() else "nogit"
 
@@ -142,7 +142,6 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
             content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
             cache_from=cref if mode.cache.import_ else None, cache_to=cref if mode.cache.export else None,
             metadata_file=state / "builds" / f"{opts.mode}-{name}.json", inputs=inputs,
-            plain_http=contract.is_plain_http(topo, repo),
         )
         plan.steps.append(Step(f"build:{name}", "build", name, build))
         if releasing and t.chart:
@@ -176,7 +175,7 @@ def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
     try:
         runner.which("tilt")
         plan.steps.append(Step("stop-tilt", "stop-tilt", None, ["tilt", "down"]))
-    except Exception:
+    except Missing:
         plan.notes.append("tilt is not installed: nothing to stop")
     plan.steps.append(Step("handback", "handback", None, HandbackSpec(argo.server, argo.apps, argo.timeout_s, argo.prune),
                            after=("stop-tilt",) if plan.steps else ()))

@@ -25,7 +25,6 @@ class BuildSpec:
     cache_to: str | None  # the registry ref, when the mode exports
     metadata_file: Path
     inputs: ImageInputs
-    plain_http: bool = False
 
     @property
     def ref(self) -> str:
@@ -35,10 +34,11 @@ class BuildSpec:
     def content_ref(self) -> str:
         return f"{self.repo}:{self.content_tag}"
 
-    def cache_from_arg(self, inline: bool = False) -> str | None:
-        if inline:
-            return f"type=registry,ref={self.content_ref}" if self.cache_from else None
-        return f"type=registry,ref={self.cache_from}" if self.cache_from else None
+    def cache_from_arg(self, inline_from: str | None = None) -> str | None:
+        """Registry cache import; with inline cache, the image it travels in (the last one pushed)."""
+        if not self.cache_from:
+            return None
+        return f"type=registry,ref={inline_from or self.cache_from}"
 
     def cache_to_arg(self, inline: bool = False) -> str | None:
         if not self.cache_to:
@@ -47,7 +47,7 @@ class BuildSpec:
             return "type=inline"
         return f"type=registry,ref={self.cache_to},mode=max"
 
-    def argv(self, inline_cache: bool = False) -> list[str]:
+    def argv(self, inline_cache: bool = False, inline_from: str | None = None) -> list[str]:
         """`docker buildx build …` in the same order python-on-whales writes it (tested for parity)."""
         argv = ["docker", "buildx", "build", "--progress", "plain"]
         for k, v in self.build_args.items():
@@ -55,7 +55,10 @@ class BuildSpec:
         argv += ["--push", "--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
         if self.build_target:
             argv += ["--target", self.build_target]
-        cf, ct = self.cache_from_arg(inline_cache), self.cache_to_arg(inline_cache)
+        cf = self.cache_from_arg(inline_from if inline_cache else None)
+        if inline_cache and not inline_from:
+            cf = None  # inline cache with no earlier image: nothing to import
+        ct = self.cache_to_arg(inline_cache)
         if cf:
             argv += ["--cache-from", cf]
         if ct:

@@ -188,7 +188,9 @@ def test_sigterm_stops_children_within_two_seconds_and_exits_130(workspace, tmp_
     (workspace / "topology.yaml").write_text(text.replace("cache: {import: true, export: true}", "cache: {import: false, export: false}"))
     pidfile = tmp_path / "child.pid"
     docker = FakeTool(tmp_path / "bin", "docker")
-    docker.path.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    # Hangs in `buildx build` (so SIGTERM has a child to stop); any other call fails as unexpected.
+    docker.path.write_text(f'#!/bin/sh\n[ "$1 $2" = "buildx build" ] || {{ echo "unexpected: $*" >&2; exit 97; }}\n'
+                           f"echo $$ > {pidfile}\nexec sleep 60\n")
     env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "up", "--mode", "dev",
                              "api", "--build-only"], cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -85,12 +85,8 @@ def run_build(spec: BuildSpec, env: BuildEnv) -> StepResult:
     reason = why_build(spec, record, env.force)
     env.registry.check_push_access(spec.ref)  # wrong credentials: fail before anything is built or pushed
     inline = bool(spec.cache_from or spec.cache_to) and not env.registry_cache_ok()
-    argv = spec.argv(inline_cache=inline)
-    if inline and record and record.get("ref"):
-        # Inline cache travels in the image: import it from the last image this mode pushed.
-        i = argv.index("--cache-from") if "--cache-from" in argv else None
-        if i is not None:
-            argv[i + 1] = f"type=registry,ref={record['ref']}"
+    # Inline cache travels in the image: import it from the last image this mode pushed.
+    argv = spec.argv(inline_cache=inline, inline_from=(record or {}).get("ref"))
     spec.metadata_file.parent.mkdir(parents=True, exist_ok=True)
     spec.metadata_file.unlink(missing_ok=True)
     lines: list[str] = []

@@ -41,6 +41,11 @@ class Ref:
         return cls(host, repo, tag)
 
 
+def plain_http_host(host: str, listed) -> bool:
+    """Registries without TLS: those the topology lists, and loopback (always plain in the lab)."""
+    return host in listed or host.startswith(("127.", "localhost"))
+
+
 def docker_config_path(environ=None) -> Path:
     environ = os.environ if environ is None else environ
     base = environ.get("DOCKER_CONFIG") or str(Path(environ.get("HOME", str(Path.home()))) / ".docker")
@@ -80,8 +85,7 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], str] = {}
 
     def _base(self, host: str) -> str:
-        plain = host in self.plain_http or host.startswith(("127.", "localhost"))
-        return f"{'http' if plain else 'https'}://{host}"
+        return f"{'http' if plain_http_host(host, self.plain_http) else 'https'}://{host}"
 
     def _request(self, method: str, host: str, path: str, scope: str, **kw) -> httpx.Response:
         url = self._base(host) + path
