@@ -54,3 +54,6 @@ tilt-ci: provision
 
 staging-mode: provision  ## e.g. make staging-mode TILT_ARGS="runtime --build-only"
 	$(BP) up --mode staging $(TILT_ARGS)
+
+deploy-mode: provision  ## stop Tilt if it runs, hand the canonical apps back to Argo CD, wait Synced+Healthy
+	$(BP) handback $(HANDBACK_ARGS)

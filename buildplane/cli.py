@@ -34,6 +34,16 @@ def _sub(subs, name: str, help: str, example: str) -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def _mode_flags(p: argparse.ArgumentParser, default_mode: str | None = None) -> None:
     p.add_argument("--mode", choices=MODES, default=default_mode, required=default_mode is None,
                    help="dev | staging | deploy")
@@ -75,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "resources", "the Tilt resources, for the Tiltfile to define",
              "buildplane resources --json")
     p.add_argument("--json", action="store_true", required=True, help="JSON output (the only form)")
+
+    p = _sub(subs, "handback", "deploy mode: stop Tilt, ask Argo CD to sync the canonical apps, wait until Synced and Healthy",
+             "ARGOCD_AUTH_TOKEN=… buildplane handback --timeout 900")
+    p.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait per app (default: modes.deploy.argo.timeout_s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = _sub(subs, "status", "per target: is what runs (the last release's image) what the working tree would build now?",
+             "buildplane status --mode dev")
+    p.add_argument("--mode", choices=("dev", "staging"), default="dev")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: every target)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = _sub(subs, "explain", "which path a change to PATH takes (rebuild + release / release only / nothing) and why",
+             "buildplane explain examples/fractalops/runtime/apps/api/main.py charts/fractalops-runtime/values-dev.yaml")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files (existing or not) relative to the current directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = _sub(subs, "doctor", "check tools, credentials and endpoints, each with a fix hint", "buildplane doctor")
     return parser

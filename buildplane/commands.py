@@ -59,6 +59,11 @@ def up_cmd(args, topology) -> int:
     from .tools.registry import RegistryClient
     from .tools.run import Runner
 
+    if args.mode == "deploy":
+        if args.targets or args.build_only or args.apply:
+            make_plan(topology(args)[0], options(args))  # raises the one-line BadInput
+        args.timeout = None
+        return handback_cmd(args, topology)
     topo, _ = topology(args)
     log = _stderr
     runner = Runner(log=(lambda line: None))
@@ -87,3 +92,64 @@ def up_cmd(args, topology) -> int:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+@command("status")
+def status_cmd(args, topology) -> int:
+    from pathlib import Path
+
+    from .freshness import STATE_DIR
+    from .plan import select_targets
+    from .status import status
+
+    topo, _ = topology(args)
+    names = select_targets(topo, tuple(args.targets)) if args.targets else list(topo.targets)
+    results = status(topo, args.mode, names, Path.cwd(), Path(STATE_DIR))
+    if args.json:
+        print(json.dumps({"mode": args.mode, "targets": {r.target: r.to_json() for r in results}}, indent=2))
+    else:
+        for r in results:
+            print(f"{r.target}: {r.state} — {r.sentence}")
+    return 0
+
+
+@command("explain")
+def explain_cmd(args, topology) -> int:
+    from pathlib import Path
+
+    from .explain import explain
+
+    topo, _ = topology(args)
+    results = explain(topo, args.paths, Path.cwd())
+    if args.json:
+        print(json.dumps({"paths": [r.to_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            print(r.line())
+    return 0
+
+
+@command("handback")
+def handback_cmd(args, topology) -> int:
+    from . import contract
+    from .deploy import report_lines, run_deploy
+    from .tools.argocd import ArgoClient
+    from .tools.run import Runner
+
+    topo, _ = topology(args)
+    runner = Runner(log=(lambda line: None))
+    plan = make_plan(topo, Options(mode="deploy", timeout_s=args.timeout), runner=runner)
+    spec = plan.steps[-1].spec
+    client = ArgoClient(spec.server, token_env=spec.token_env, username_env=spec.username_env,
+                        password_env=spec.password_env, ca_file=spec.ca_file)
+    try:
+        summary = run_deploy(plan, client, runner=runner, dev_tag=contract.dev_tag_regex(topo), log=_stderr)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    for line in report_lines(summary):
+        print(line, file=sys.stderr if args.json else sys.stdout)
+    if not summary.ok:
+        print(f"buildplane: handback failed: {summary.error}", file=sys.stderr)
+    return summary.exit_code

@@ -45,6 +45,14 @@ def render_tag(template: str, *, git_sha: str, inputs_digest: str, mode: str, ta
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
+def dev_tag_regex(topo: Topology) -> re.Pattern:
+    """Tags only a workstation pushes: the dev mode's tag template, and content tags (`bp-…`)."""
+    fill = {"git_sha": "[0-9a-f]{7,40}|nogit", "digest12": "[0-9a-f]{12}", "mode": "dev", "target": "[A-Za-z0-9_.-]+"}
+    parts = re.split(r"(\{\w+\})", topo.modes.dev.tag)
+    dev = "".join(f"(?:{fill[p[1:-1]]})" if p.startswith("{") and p[1:-1] in fill else re.escape(p) for p in parts)
+    return re.compile(rf"^(?:{dev}|bp-[0-9a-f]{{16}})$")
+
+
 def namespace(topo: Topology, mode: str) -> str | None:
     if mode in BUILD_MODES:
         m = getattr(topo.modes, mode)

@@ -196,7 +196,8 @@ class Engine:
             digest = outcome.build.facts.get("digest") if outcome.build else None
             if not digest:
                 raise Missing(f"{step.target}: no pushed image digest to release")
-            return run_release(spec, digest, self.release_env, self.cache)
+            build = next((s.spec for s in self.plan.steps if s.id == f"build:{step.target}"), None)
+            return run_release(spec, digest, self.release_env, self.cache, image=getattr(build, "inputs", None))
         if isinstance(spec, SmokeSpec):
             if self.smoke_runner is None:
                 return StepResult("smoke", step.target, Status.NOT_RUN, "smoke not configured")

@@ -24,6 +24,7 @@ class Options:
     force: bool = False
     kube_context: str | None = None
     namespace: str | None = None
+    timeout_s: float | None = None  # deploy: overrides modes.deploy.argo.timeout_s
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,17 @@ def select_targets(topo: Topology, names: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names)) if names else topo.default_targets()
 
 
+def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache):
+    """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands."""
+    t = topo.targets[name]
+    context = project_path(base, t.context)
+    dockerfile = project_path(base, t.dockerfile)
+    args = {**contract.base_image_arg(topo), **t.build_args}
+    inputs = image_inputs(context, dockerfile, build_args=args, build_target=t.build_target,
+                          platform=t.platform, cache=cache)
+    return context, dockerfile, args, inputs
+
+
 def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, base: Path | None = None,
               environ: dict[str, str] | None = None, state_dir: Path | None = None) -> Plan:
     """Build the plan for `opts`, checking every guard first (Refused, exit 3)."""
@@ -127,11 +139,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     helm_major = None
     for name in targets:
         t = topo.targets[name]
-        context = _path(base, t.context)
-        dockerfile = _path(base, t.dockerfile)
-        args = {**contract.base_image_arg(topo), **t.build_args}
-        inputs = image_inputs(context, dockerfile, build_args=args, build_target=t.build_target,
-                              platform=t.platform, cache=cache)
+        context, dockerfile, args, inputs = target_inputs(topo, name, base, cache)
         tag = contract.render_tag(mode.tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode, target=name)
         guards.check_tag(opts.mode, name, tag)
         cref = contract.cache_ref(topo, opts.mode, name)
@@ -150,9 +158,9 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
             ctx = plan.kube_context
             render = not (ctx and ctx.name)
             rel = ReleaseSpec(
-                target=name, mode=opts.mode, release=contract.release_name(topo, name), chart=_path(base, t.chart),
+                target=name, mode=opts.mode, release=contract.release_name(topo, name), chart=project_path(base, t.chart),
                 namespace=plan.namespace, kube_context=ctx.name if ctx else None,
-                values=tuple(_path(base, v) for v in t.values), repo=repo, timeout=mode.helm_timeout,
+                values=tuple(project_path(base, v) for v in t.values), repo=repo, timeout=mode.helm_timeout,
                 history_max=mode.history_max, helm_major=helm_major, render_only=render,
             )
             note = "no allowed kube context is reachable: rendered with helm template, not applied" if render else (
@@ -177,12 +185,14 @@ def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
         plan.steps.append(Step("stop-tilt", "stop-tilt", None, ["tilt", "down"]))
     except Missing:
         plan.notes.append("tilt is not installed: nothing to stop")
-    plan.steps.append(Step("handback", "handback", None, HandbackSpec(argo.server, argo.apps, argo.timeout_s, argo.prune),
+    plan.steps.append(Step("handback", "handback", None, HandbackSpec(
+        argo.server, argo.apps, opts.timeout_s or argo.timeout_s, argo.prune, argo.token_env, argo.username_env,
+        argo.password_env, argo.ca_file, argo.poll_s),
                            after=("stop-tilt",) if plan.steps else ()))
     return plan
 
 
-def _path(base: Path, p: str) -> Path:
+def project_path(base: Path, p: str) -> Path:
     # Keep paths as the user wrote them when we run where they are relative to (plan output stays readable).
     path = Path(p)
     if path.is_absolute() or base == Path.cwd():

@@ -115,3 +115,8 @@ class HandbackSpec:
     apps: tuple[str, ...]
     timeout_s: float
     prune: bool
+    token_env: str = "ARGOCD_AUTH_TOKEN"
+    username_env: str | None = None
+    password_env: str | None = None
+    ca_file: str | None = None
+    poll_s: float = 2.0

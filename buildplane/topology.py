@@ -91,6 +91,7 @@ class Argo(_Model):
     timeout_s: float = Field(default=600.0, gt=0)
     prune: bool = False
     ca_file: str | None = None
+    poll_s: float = Field(default=2.0, gt=0)  # how often the wait reads each app
 
 
 class DeployMode(_Model):
@@ -315,3 +316,6 @@ def _check_semantics(doc: Document, topo: Topology, base: Path) -> None:
             raise _fail(doc, ("modes", "deploy", "argo", "server"), f"{server!r} is not an http(s) URL")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", topo.modes.deploy.argo.token_env):
             raise _fail(doc, ("modes", "deploy", "argo", "token_env"), "must be an environment variable name, not the token itself")
+        ca = topo.modes.deploy.argo.ca_file
+        if ca is not None and not _resolve(base, ca).is_file():
+            raise _fail(doc, ("modes", "deploy", "argo", "ca_file"), f"file {ca} does not exist; give a PEM CA bundle")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..freshness import StatCache, release_inputs, tree_hashes
+from ..freshness import ImageInputs, StatCache, release_inputs, tree_hashes
 from ..specs import ReleaseSpec
 from ..statefile import read_json, write_json_atomic
 from ..tools.run import Runner
@@ -34,15 +34,24 @@ def _timeout_s(helm_timeout: str) -> float:
     return float(total)
 
 
+def release_files(chart: Path, values: tuple[Path, ...], cache: StatCache) -> tuple[dict[str, str], dict[str, str]]:
+    """(chart file hashes, values file hashes): what a release is made of besides the image."""
+    return tree_hashes(chart, cache), {str(v): cache.file_hash(str(v), v.stat()) for v in values}
+
+
 def release_digest(spec: ReleaseSpec, image_digest: str, cache: StatCache) -> str:
-    values = {str(v): cache.file_hash(str(v), v.stat()) for v in spec.values}
-    return release_inputs(chart_files=tree_hashes(spec.chart, cache), values_files=values, image_digest=image_digest,
+    chart, values = release_files(spec.chart, spec.values, cache)
+    return release_inputs(chart_files=chart, values_files=values, image_digest=image_digest,
                           namespace=spec.namespace, release=spec.release,
                           extra={"context": str(spec.kube_context), "render": str(spec.render_only)})
 
 
 def state_path(state_dir: Path, spec: ReleaseSpec) -> Path:
-    return state_dir / "state" / f"release-{spec.mode}-{spec.target}.json"
+    return release_record_path(state_dir, spec.mode, spec.target)
+
+
+def release_record_path(state_dir: Path, mode: str, target: str) -> Path:
+    return state_dir / "state" / f"release-{mode}-{target}.json"
 
 
 def read_state(state_dir: Path, spec: ReleaseSpec) -> dict | None:
@@ -59,7 +68,8 @@ def rendered_path(state_dir: Path, spec: ReleaseSpec) -> Path:
     return state_dir / "rendered" / f"{spec.mode}-{spec.target}.yaml"
 
 
-def run_release(spec: ReleaseSpec, image_digest: str, env: ReleaseEnv, cache: StatCache) -> StepResult:
+def run_release(spec: ReleaseSpec, image_digest: str, env: ReleaseEnv, cache: StatCache,
+                image: ImageInputs | None = None) -> StepResult:
     started = time.monotonic()
     inputs = release_digest(spec, image_digest, cache)
     previous = read_state(env.state_dir, spec)
@@ -69,6 +79,10 @@ def run_release(spec: ReleaseSpec, image_digest: str, env: ReleaseEnv, cache: St
             not spec.render_only or rendered_path(env.state_dir, spec).is_file()):
         facts["revision"] = previous.get("revision")
         facts["rendered"] = previous.get("rendered")
+        if image is not None and previous.get("image_inputs_digest") != image.digest:
+            # Other inputs, the same image: what runs is what this tree builds, so record it for `status`.
+            write_json_atomic(state_path(env.state_dir, spec), {
+                **previous, "image_inputs_digest": image.digest, "image_files": image.files})
         return StepResult("release", spec.target, Status.FRESH, "fresh: chart, values and image unchanged since the last release",
                           time.monotonic() - started, facts)
     reason = "--force" if env.force else ("first release" if not previous else _what_changed(previous, inputs, image_digest))
@@ -83,9 +97,13 @@ def run_release(spec: ReleaseSpec, image_digest: str, env: ReleaseEnv, cache: St
         facts["revision"] = None
     else:
         facts["revision"] = parse_revision(result.stdout)
+    chart, values = release_files(spec.chart, spec.values, cache)
+    # What went out, file by file, so `status` can say which edit has not reached the cluster.
     write_json_atomic(state_path(env.state_dir, spec), {
         "inputs": inputs, "image_digest": image_digest, "revision": facts["revision"], "rendered": facts.get("rendered"),
-        "at": time.time(), "applied": not spec.render_only,
+        "at": time.time(), "applied": not spec.render_only, "release": spec.release, "namespace": spec.namespace,
+        "kube_context": spec.kube_context, "image_inputs_digest": image.digest if image else None,
+        "image_files": image.files if image else None, "chart_files": chart, "values_files": values,
     })
     return StepResult("release", spec.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 

@@ -1,0 +1,78 @@
+"""`buildplane explain PATH…`: which path a change to a file takes (DESIGN §6's change → path table).
+
+rebuild + release  the file is in a target's build context and not excluded by .dockerignore (or is its Dockerfile);
+release only       the file is in a target's chart or is one of its values files;
+nothing            neither, for every target.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .dockerignore import DockerIgnore
+from .plan import project_path
+from .topology import Topology
+
+RANK = {"rebuild + release": 2, "release only": 1, "nothing": 0}
+
+
+@dataclass
+class Explanation:
+    path: str
+    outcome: str = "nothing"
+    targets: dict[str, str] = field(default_factory=dict)  # target → why it is affected
+    notes: list[str] = field(default_factory=list)  # why it is not, where that is not obvious
+
+    def line(self) -> str:
+        if self.outcome == "nothing":
+            why = "; ".join(self.notes) or "outside every build context, chart and values file"
+            return f"{self.path}: nothing — {why}"
+        parts = [f"{t} ({why})" for t, why in self.targets.items()]
+        return f"{self.path}: {self.outcome} — " + "; ".join(parts)
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "outcome": self.outcome, "targets": self.targets, "notes": self.notes}
+
+
+def _inside(path: Path, root: Path) -> str | None:
+    """path relative to root (posix), or None when path is not below root."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return None
+    return rel.as_posix()
+
+
+def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
+    out = []
+    for raw in paths:
+        path = Path(os.path.normpath(base / raw)).absolute()
+        ex = Explanation(raw)
+        for name, t in topo.targets.items():
+            context = project_path(base, t.context).absolute()
+            dockerfile = project_path(base, t.dockerfile).absolute()
+            kind, why = "nothing", ""
+            rel = _inside(path, context)
+            if path == dockerfile:
+                kind, why = "rebuild + release", "its Dockerfile"
+            elif rel is not None:
+                ignore = DockerIgnore.for_context(context, dockerfile)
+                if rel != "." and ignore.excluded(rel):
+                    ex.notes.append(f"excluded from {name}'s build context by .dockerignore")
+                else:
+                    kind, why = "rebuild + release", f"in its build context {t.context}"
+            elif t.chart and _inside(path, project_path(base, t.chart).absolute()) is not None:
+                kind, why = "release only", f"in its chart {t.chart}"
+            elif any(path == project_path(base, v).absolute() for v in t.values):
+                kind, why = "release only", "one of its values files"
+            if kind == "rebuild + release" and not t.chart:
+                kind, why = "rebuild + release", why + "; built and pushed, it has no chart to release"
+            if kind != "nothing":
+                ex.targets[name] = why
+                if RANK[kind] > RANK[ex.outcome]:
+                    ex.outcome = kind
+        if ex.targets:
+            ex.notes = []
+        out.append(ex)
+    return out

@@ -1,0 +1,73 @@
+"""`buildplane status`: per target, is what runs (the last release's image) what the working tree builds now?
+
+Answered from the release records the release step writes (image inputs, chart and values hashes),
+so it needs no cluster and no registry: one stat per file, thanks to the stat cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .freshness import StatCache, changed_files
+from .plan import project_path, target_inputs
+from .statefile import read_json
+from .steps.release import release_files, release_record_path
+from .topology import Topology
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: str
+    state: str  # in-sync | drifted | rendered | never-released | no-chart
+    sentence: str
+    image_digest: str | None = None
+    revision: int | None = None
+    changed: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"state": self.state, "message": self.sentence, "image_digest": self.image_digest,
+                "revision": self.revision, "changed": list(self.changed)}
+
+
+def _shown(context: Path, names: list[str]) -> list[str]:
+    return ["Dockerfile" if n == "<Dockerfile>" else str(context / n) for n in names]
+
+
+def target_status(topo: Topology, mode: str, name: str, base: Path, state_dir: Path, cache: StatCache) -> TargetStatus:
+    t = topo.targets[name]
+    if not t.chart:
+        return TargetStatus(name, "no-chart", "has no chart: it is built, never released")
+    record = read_json(release_record_path(state_dir, mode, name))
+    if not record:
+        return TargetStatus(name, "never-released",
+                            f"never released in {mode} mode from this working tree: run `buildplane up --mode {mode} {name}`")
+    digest, revision = record.get("image_digest"), record.get("revision")
+    context, _, _, inputs = target_inputs(topo, name, base, cache)
+    image_changed: list[str] = []
+    if record.get("image_inputs_digest") != inputs.digest:
+        before = record.get("image_files")
+        image_changed = _shown(context, changed_files(before, inputs.files, limit=4)) if before is not None else []
+        if not image_changed:
+            image_changed = [f"build args or Dockerfile settings of {name}"]
+    chart, values = release_files(project_path(base, t.chart), tuple(project_path(base, v) for v in t.values), cache)
+    release_changed = [f"{t.chart}/{n}" for n in changed_files(record.get("chart_files") or {}, chart, limit=4)]
+    release_changed += changed_files(record.get("values_files") or {}, values, limit=4)
+    changed = image_changed + release_changed
+    if changed:
+        what = ", ".join(changed[:3]) + (" and more" if len(changed) > 3 else "")
+        return TargetStatus(name, "drifted", f"your edits have not reached the cluster: {what} changed since the last "
+                            f"release (run `buildplane up --mode {mode} {name}`)", digest, revision, tuple(changed))
+    if not record.get("applied"):
+        return TargetStatus(name, "rendered", "up to date but only rendered (no allowed kube context was reachable): "
+                            f"{record.get('rendered')} is not running anywhere", digest, revision)
+    where = f"{record.get('namespace')} on {record.get('kube_context')}"
+    return TargetStatus(name, "in-sync", f"what runs in {where} (image {digest[:19] if digest else '?'}…, "
+                        f"revision {revision}) is what the working tree builds", digest, revision)
+
+
+def status(topo: Topology, mode: str, targets: list[str], base: Path, state_dir: Path) -> list[TargetStatus]:
+    cache = StatCache.open(state_dir / "statcache.json")
+    try:
+        return [target_status(topo, mode, name, base, state_dir, cache) for name in targets]
+    finally:
+        cache.save()
