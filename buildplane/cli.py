@@ -91,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait per app (default: modes.deploy.argo.timeout_s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    p = _sub(subs, "events", "recent Build Plane Events (tail) or cache hit rates and durations (stats)",
+             "buildplane events stats --since 7d --html output/build-events.html")
+    p.add_argument("action", choices=("tail", "stats"))
+    p.add_argument("-n", type=int, default=20, metavar="N", help="tail: how many events (default 20)")
+    p.add_argument("--since", metavar="DURATION", help="only events newer than this, e.g. 2h, 7d")
+    p.add_argument("--clickhouse", action="store_true",
+                   help="stats: ask ClickHouse (FRACTALOPS_CLICKHOUSE_* env) instead of the local file")
+    p.add_argument("--html", metavar="FILE", help="stats: also write a page with durations and hit ratios over time")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout")
+
     p = _sub(subs, "status", "per target: is what runs (the last release's image) what the working tree would build now?",
              "buildplane status --mode dev")
     p.add_argument("--mode", choices=("dev", "staging"), default="dev")

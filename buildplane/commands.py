@@ -8,6 +8,7 @@ from . import resources as resources_mod
 from .cli import command
 from .plan import Options, make_plan
 from .render import plan_text
+from .telemetry.setup import reporter_from_env
 
 
 def options(args) -> Options:
@@ -70,24 +71,47 @@ def up_cmd(args, topology) -> int:
     plan = make_plan(topo, options(args), runner=runner)
     state = Path(STATE_DIR)
     registry = RegistryClient(plain_http=frozenset(topo.registries.plain_http))
+    reporter = reporter_from_env(topo.telemetry.service_name, state)
     engine = Engine(
         plan,
         build_env=BuildEnv(runner=runner, registry=registry, state_dir=state, log=log, force=args.force,
                            progress=lambda target, line: print(f"[{target}] {line}", file=sys.stderr)),
         release_env=ReleaseEnv(runner=runner, state_dir=state, log=log, force=args.force),
-        state_dir=state, log=log,
+        state_dir=state, log=log, reporter=reporter, smoke_runner=smoke_runner(),
     )
     summary = engine.run()
+    doc, code = finish_telemetry(reporter, summary.to_json(), summary.exit_code)
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        print(json.dumps(doc, indent=2))
     else:
-        for name, target in summary.to_json()["targets"].items():
-            print(f"{name}: build {target['build']}, release {target['release']} — {target['image']}", file=sys.stderr)
+        for name, target in doc["targets"].items():
+            print(f"{name}: build {target['build']}, release {target['release']}, smoke {target['smoke']} "
+                  f"— {target['image']}", file=sys.stderr)
     if summary.error and summary.exit_code != 130:
         print(f"buildplane: {summary.error}", file=sys.stderr)
     elif summary.exit_code == 130:
         print("buildplane: interrupted", file=sys.stderr)
-    return summary.exit_code
+    return code
+
+
+def finish_telemetry(reporter, doc: dict, code: int) -> tuple[dict, int]:
+    """Flush the sinks (bounded), put what they sent and lost in the summary; strict mode fails on a loss."""
+    report = reporter.close()
+    doc = {**doc, "telemetry": report.to_json()}
+    if report.dropped:
+        print(f"buildplane: telemetry: {report.dropped} event(s) dropped — " + "; ".join(report.failed_sinks()),
+              file=sys.stderr)
+    if report.strict and report.failed_sinks() and code == 0:
+        print("buildplane: FRACTALOPS_BUILD_EVENTS_STRICT=true and telemetry sink "
+              + "; ".join(report.failed_sinks()), file=sys.stderr)
+        doc["outcome"], code = "failed", 1
+    return doc, code
+
+
+def smoke_runner():
+    from .steps.smoke import run_route_smoke
+
+    return run_route_smoke
 
 
 def _stderr(line: str) -> None:
@@ -131,8 +155,11 @@ def explain_cmd(args, topology) -> int:
 
 @command("handback")
 def handback_cmd(args, topology) -> int:
+    from pathlib import Path
+
     from . import contract
     from .deploy import report_lines, run_deploy
+    from .freshness import STATE_DIR
     from .tools.argocd import ArgoClient
     from .tools.run import Runner
 
@@ -142,14 +169,64 @@ def handback_cmd(args, topology) -> int:
     spec = plan.steps[-1].spec
     client = ArgoClient(spec.server, token_env=spec.token_env, username_env=spec.username_env,
                         password_env=spec.password_env, ca_file=spec.ca_file)
+    reporter = reporter_from_env(topo.telemetry.service_name, Path(STATE_DIR))
     try:
-        summary = run_deploy(plan, client, runner=runner, dev_tag=contract.dev_tag_regex(topo), log=_stderr)
+        summary = run_deploy(plan, client, runner=runner, dev_tag=contract.dev_tag_regex(topo), log=_stderr,
+                             reporter=reporter)
     finally:
         client.close()
+    doc, code = finish_telemetry(reporter, summary.to_json(), summary.exit_code)
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        print(json.dumps(doc, indent=2))
     for line in report_lines(summary):
         print(line, file=sys.stderr if args.json else sys.stdout)
     if not summary.ok:
         print(f"buildplane: handback failed: {summary.error}", file=sys.stderr)
-    return summary.exit_code
+    return code
+
+
+@command("events")
+def events_cmd(args, topology) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from .errors import BadInput
+    from .freshness import STATE_DIR
+    from .telemetry import stats
+    from .telemetry.setup import EVENTS_FILE, clickhouse_settings
+
+    since = stats.parse_since(args.since, time.time_ns())
+    path = Path(STATE_DIR) / EVENTS_FILE
+    if args.action == "tail":
+        if args.clickhouse or args.html:
+            raise BadInput("events tail reads the local file; --clickhouse and --html belong to events stats")
+        for e in stats.read_events(path, since)[-max(args.n, 0):] if args.n > 0 else []:
+            if args.json:
+                print(json.dumps(e))
+            else:
+                a = e["attributes"]
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time_unix_nano"] / 1e9))
+                what = a.get("cicd.pipeline.task.name") or a.get("cicd.pipeline.name", "")
+                result = a.get("cicd.pipeline.task.run.result") or a.get("cicd.pipeline.result") or ""
+                ms = f" {a['buildplane.duration_ms']} ms" if "buildplane.duration_ms" in a else ""
+                reason = f" — {a['buildplane.reason']}" if a.get("buildplane.reason") else ""
+                print(f"{when} {a.get('cicd.pipeline.run.id', '')[:8]} {e['name']:<13} {what} {result}{ms}{reason}".rstrip())
+        return 0
+    if args.clickhouse:
+        rows = stats.clickhouse_stats(clickhouse_settings(os.environ), since)
+        source = "clickhouse"
+    else:
+        rows = stats.local_stats(path, since)
+        source = str(path)
+    if args.html:
+        from .telemetry.chart import write_html
+
+        write_html(Path(args.html), stats.read_events(path, since), rows)
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"source": source, "since_ns": since, "targets": rows}, indent=2))
+    else:
+        for line in stats.stats_lines(rows):
+            print(line)
+    return 0

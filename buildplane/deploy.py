@@ -99,10 +99,9 @@ def run_deploy(plan: Plan, client: ArgoClient, *, runner: Runner, dev_tag: re.Pa
 
 def report_lines(summary: DeploySummary) -> list[str]:
     """The per-app table people read: name, sync, health, revision, time, Argo's message on failure."""
-    rows = [("APP", "SYNC", "HEALTH", "REVISION", "TOOK", "ACTION", "")]
-    for a in summary.apps:
-        rows.append((a.app, a.sync, a.health, a.revision[:12] or "-", f"{a.duration_s:.1f}s", a.action,
-                     "" if a.ok else a.message))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + (f"  {r[6]}" if r[6] else "") for r in rows]
+    from .render import table
 
+    rows = [("APP", "SYNC", "HEALTH", "REVISION", "TOOK", "ACTION", "")]
+    rows += [(a.app, a.sync, a.health, a.revision[:12] or "-", f"{a.duration_s:.1f}s", a.action, "" if a.ok else a.message)
+             for a in summary.apps]
+    return table(rows)

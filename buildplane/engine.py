@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import BuildplaneError, Interrupted, Missing
+from .errors import BuildplaneError, Interrupted, Missing, StepFailed
 from .freshness import StatCache
 from .plan import Plan, Step
 from .specs import BuildSpec, ReleaseSpec, SmokeSpec
@@ -160,6 +160,8 @@ class Engine:
                         break
                     result = self._step(step, outcome)
                     setattr(outcome, step.kind, result)
+                    if result.status == Status.FAILED:  # a step that failed without raising (a smoke)
+                        raise StepFailed(f"{target}: {step.kind} failed — {result.reason}")
                     if not result.ok:
                         break
         except BuildplaneError as exc:

@@ -71,6 +71,7 @@ class Plan:
     kube_context: KubeContext | None = None
     namespace: str | None = None
     notes: list[str] = field(default_factory=list)
+    revision: str | None = None  # the working tree's commit, for events
 
     def to_json(self) -> dict:
         return {
@@ -136,6 +137,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     state = state_dir or (STATE_DIR if base == Path.cwd() else base / STATE_DIR)
     cache = StatCache.open(state / "statcache.json")
     sha = git_sha(runner, base)
+    plan.revision = sha
     helm_major = None
     for name in targets:
         t = topo.targets[name]
@@ -179,7 +181,8 @@ def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
     if opts.targets or opts.build_only or opts.apply:
         raise BadInput("deploy mode takes no targets, --build-only or --apply: it hands every canonical app back to Argo CD")
     argo = topo.modes.deploy.argo
-    plan = Plan(mode="deploy", targets=[], namespace=topo.modes.deploy.namespace)
+    plan = Plan(mode="deploy", targets=list(argo.apps), namespace=topo.modes.deploy.namespace,
+                revision=git_sha(runner, Path.cwd()))
     try:
         runner.which("tilt")
         plan.steps.append(Step("stop-tilt", "stop-tilt", None, ["tilt", "down"]))

@@ -26,3 +26,11 @@ def plan_text(plan: Plan, topology_name: str) -> str:
     for note in plan.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as aligned columns (the first row is the header); the last column is left unpadded."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip() for r in rows]

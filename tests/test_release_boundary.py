@@ -32,7 +32,7 @@ def tools(workspace, tmp_path, monkeypatch):
     return {"bin": bin_dir, "docker": docker, "helm": helm, "kubectl": kubectl}
 
 
-def up(tools, *, mode="dev", targets=("api",), apply=False, force=False, namespace=None):
+def up(tools, *, mode="dev", targets=("api",), apply=False, force=False, namespace=None, reporter=None, smoke_runner=None):
     topo = load("topology.yaml")
     runner = Runner(extra_path=[str(tools["bin"])])
     plan = make_plan(topo, Options(mode=mode, targets=targets, apply=apply, force=force, namespace=namespace), runner=runner)
@@ -41,7 +41,7 @@ def up(tools, *, mode="dev", targets=("api",), apply=False, force=False, namespa
                    force=force)
     env._cache_ok = True
     eng = Engine(plan, build_env=env, release_env=ReleaseEnv(runner, Path(".buildplane"), lambda m: None, force=force),
-                 state_dir=Path(".buildplane"), log=lambda m: None)
+                 state_dir=Path(".buildplane"), log=lambda m: None, reporter=reporter, smoke_runner=smoke_runner)
     return eng.run()
 
 

@@ -1,0 +1,41 @@
+"""Which sinks a run gets, from the environment (DESIGN §8); the file sink always."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import BadInput
+from .reporter import EventReporter, SinkWorker
+from .sinks import ClickHouseSink, FileSink, OtlpSink, otlp_logs_endpoint, safe_url
+
+EVENTS_FILE = "events.jsonl"
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def clickhouse_settings(environ) -> dict:
+    """FRACTALOPS_* settings for the direct ClickHouse sink and `events stats --clickhouse`."""
+    host = environ.get("FRACTALOPS_CLICKHOUSE_HOST_PORT", "")
+    if not host:
+        raise BadInput("FRACTALOPS_CLICKHOUSE_HOST_PORT is not set; give ClickHouse's HTTP host:port (e.g. 127.0.0.1:8123)")
+    return {"host_port": host, "database": environ.get("FRACTALOPS_CLICKHOUSE_DATABASE") or "default",
+            "table": environ.get("FRACTALOPS_BUILD_EVENTS_TABLE") or "build_plane_events",
+            "user": environ.get("FRACTALOPS_CLICKHOUSE_USER") or None,
+            "password": environ.get("FRACTALOPS_CLICKHOUSE_PASSWORD") or None}
+
+
+def reporter_from_env(service_name: str, state_dir: Path, environ=None) -> EventReporter:
+    environ = os.environ if environ is None else environ
+    service = environ.get("OTEL_SERVICE_NAME") or service_name
+    path = state_dir / EVENTS_FILE
+    workers = [SinkWorker("file", str(path), lambda: FileSink(path))]
+    endpoint = otlp_logs_endpoint(environ)
+    if endpoint:
+        workers.append(SinkWorker("otlp", safe_url(endpoint), lambda: OtlpSink(endpoint, service)))
+    if truthy(environ.get("FRACTALOPS_BUILD_EVENTS_ENABLED")):
+        ch = clickhouse_settings(environ)
+        where = f"{safe_url('http://' + ch['host_port'] if '://' not in ch['host_port'] else ch['host_port'])}"
+        workers.append(SinkWorker("clickhouse", where, lambda: ClickHouseSink(service_name=service, **ch)))
+    return EventReporter(workers, strict=truthy(environ.get("FRACTALOPS_BUILD_EVENTS_STRICT")), environ=environ)
