@@ -7,6 +7,10 @@
    with the same cache flags for each target.
 2. Image inputs digest of a generated 10,000-file / 200 MB context: cold, and with a warm stat cache.
 3. Cold build vs cache-imported rebuild (builder pruned) of the example's runtime image.
+4. Telemetry cost: a no-op `up` with the Collector down / blackholed vs with no OTLP endpoint (added ms per
+   run), and the hot-path cost of one event (reporter call → queues) with file + OTLP sinks.
+
+  BENCH_ONLY=telemetry make bench   runs one part (noop, digest, rebuild, telemetry)
 """
 from __future__ import annotations
 
@@ -101,20 +105,88 @@ def cold_vs_cached(lab: dict, tmp: Path, env: dict) -> dict:
             "ratio": statistics.median(cold) / statistics.median(warm)}
 
 
+def telemetry_cost(app: Path, env: dict) -> dict:
+    from telemetry_backends import Blackhole, closed_port_url
+
+    base = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    timed(bp("up", "--mode", "dev", "--json"), app, base)  # fresh first
+    runs: dict[str, list[float]] = {"none": [], "down": [], "blackholed": []}
+    with Blackhole() as hole:
+        for _ in range(REPS):
+            runs["none"].append(timed(bp("up", "--mode", "dev", "--json"), app, base))
+            runs["down"].append(timed(bp("up", "--mode", "dev", "--json"), app,
+                                      {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": closed_port_url()}))
+            runs["blackholed"].append(timed(bp("up", "--mode", "dev", "--json"), app,
+                                            {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": hole.url}))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"noop_up_no_otlp_s": med["none"], "added_ms_collector_down": (med["down"] - med["none"]) * 1000,
+            "added_ms_collector_blackholed": (med["blackholed"] - med["none"]) * 1000, **hot_path_cost()}
+
+
+def hot_path_cost(events: int = 2000) -> dict:
+    """The run's own thread pays for building an event and offering it to each sink's queue — nothing else."""
+    from buildplane.steps.result import Status, StepResult
+    from buildplane.telemetry.setup import reporter_from_env
+    from telemetry_backends import closed_port_url
+
+    class P:
+        mode, targets, revision = "dev", ["runtime"], "abc1234"
+
+    class S:
+        kind, target, spec, id = "build", "runtime", None, "build:runtime"
+
+    result = StepResult("build", "runtime", Status.SUCCEEDED, "src/app.py changed", 1.5,
+                        {"digest": "sha256:" + "0" * 64, "cache": {"cached_steps": 3, "total_steps": 4}})
+    per_event = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(REPS):
+            reporter = reporter_from_env("bench", Path(tmp), {"OTEL_EXPORTER_OTLP_ENDPOINT": closed_port_url()})
+            started = time.perf_counter()
+            for _ in range(events // 2):
+                reporter.step_started(P, "run", S)
+                reporter.step_finished(P, "run", S, result)
+            per_event.append((time.perf_counter() - started) / events)
+            reporter.close()
+    return {"hot_path_ms_per_event": statistics.median(per_event) * 1000}
+
+
+PARTS = ("noop", "digest", "rebuild", "telemetry")
+
+
 def main() -> None:
     lab = lab_env()
     env = process_env(lab)
+    only = os.environ.get("BENCH_ONLY")
+    parts = [only] if only else list(PARTS)
+    if only and only not in PARTS:
+        raise SystemExit(f"bench: BENCH_ONLY={only!r}; valid: {', '.join(PARTS)}")
+    out = ROOT / "bench" / "results.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["reps"] = REPS
     with tempfile.TemporaryDirectory() as tmp:
         app, _ = make_app(Path(tmp) / "app", lab)
-        results = {"reps": REPS, "noop_up": noop_vs_naive(app, env), "digest_10k": digest_big_context(),
-                   "rebuild": cold_vs_cached(lab, Path(tmp), env)}
-    out = ROOT / "bench" / "results.json"
+        if "noop" in parts:
+            results["noop_up"] = noop_vs_naive(app, env)
+        if "digest" in parts:
+            results["digest_10k"] = digest_big_context()
+        if "rebuild" in parts:
+            results["rebuild"] = cold_vs_cached(lab, Path(tmp), env)
+        if "telemetry" in parts:
+            results["telemetry"] = telemetry_cost(app, env)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    n, d, r = results["noop_up"], results["digest_10k"], results["rebuild"]
-    print(f"no-op up (runtime+portal): {n['buildplane_noop_up_s']:.3f}s vs naive buildx loop {n['naive_buildx_loop_s']:.3f}s "
-          f"→ {n['ratio']:.1f}× faster")
-    print(f"inputs digest, 10,000 files / 200 MB: cold {d['cold_s']:.3f}s, warm stat cache {d['warm_s']:.3f}s → {d['ratio']:.0f}×")
-    print(f"runtime rebuild: cold {r['cold_s']:.2f}s, cache-imported {r['cache_imported_s']:.2f}s → {r['ratio']:.1f}×")
+    n, d, r, t = (results.get(k) for k in ("noop_up", "digest_10k", "rebuild", "telemetry"))
+    if n:
+        print(f"no-op up (runtime+portal): {n['buildplane_noop_up_s']:.3f}s vs naive buildx loop "
+              f"{n['naive_buildx_loop_s']:.3f}s → {n['ratio']:.1f}× faster")
+    if d:
+        print(f"inputs digest, 10,000 files / 200 MB: cold {d['cold_s']:.3f}s, warm stat cache {d['warm_s']:.3f}s "
+              f"→ {d['ratio']:.0f}×")
+    if r:
+        print(f"runtime rebuild: cold {r['cold_s']:.2f}s, cache-imported {r['cache_imported_s']:.2f}s → {r['ratio']:.1f}×")
+    if t:
+        print(f"telemetry: no-op up {t['noop_up_no_otlp_s']:.3f}s without OTLP; added {t['added_ms_collector_down']:.0f} ms "
+              f"with the Collector down, {t['added_ms_collector_blackholed']:.0f} ms blackholed; "
+              f"{t['hot_path_ms_per_event'] * 1000:.0f} µs per event on the hot path")
     print(f"(medians; written to {out.relative_to(ROOT)})")
 
 

@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
              "buildplane resources --json")
     p.add_argument("--json", action="store_true", required=True, help="JSON output (the only form)")
 
+    p = _sub(subs, "smoke", "route smoke of targets' public routes; --browser: the portal in a real Chromium",
+             "buildplane smoke --browser portal")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: those with smoke routes / a browser check)")
+    p.add_argument("--browser", action="store_true", help="Playwright + the system's Chromium; screenshot to output/playwright/")
+    p.add_argument("--deadline", type=_positive, metavar="S", help="seconds to keep retrying (default: modes.dev.smoke_deadline_s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     p = _sub(subs, "handback", "deploy mode: stop Tilt, ask Argo CD to sync the canonical apps, wait until Synced and Healthy",
              "ARGOCD_AUTH_TOKEN=… buildplane handback --timeout 900")
     p.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait per app (default: modes.deploy.argo.timeout_s)")

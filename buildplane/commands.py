@@ -230,3 +230,25 @@ def events_cmd(args, topology) -> int:
         for line in stats.stats_lines(rows):
             print(line)
     return 0
+
+
+@command("smoke")
+def smoke_cmd(args, topology) -> int:
+    from pathlib import Path
+
+    from .freshness import STATE_DIR
+    from .smoke import run_smoke
+
+    topo, _ = topology(args)
+    reporter = reporter_from_env(topo.telemetry.service_name, Path(STATE_DIR))
+    summary = run_smoke(topo, tuple(args.targets), browser=args.browser,
+                        deadline_s=args.deadline or topo.modes.dev.smoke_deadline_s, reporter=reporter, log=_stderr)
+    doc = {"mode": "dev", "run_id": summary.run_id, "outcome": summary.outcome, "duration_s": round(summary.duration_s, 3),
+           "targets": {n: {"smoke": "passed" if o.smoke.ok else "failed", "reason": o.smoke.reason, **o.smoke.facts}
+                       for n, o in summary.targets.items()}}
+    doc, code = finish_telemetry(reporter, doc, summary.exit_code)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    if summary.error:
+        print(f"buildplane: smoke failed: {summary.error}", file=sys.stderr)
+    return code

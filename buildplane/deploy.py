@@ -92,7 +92,11 @@ def run_deploy(plan: Plan, client: ArgoClient, *, runner: Runner, dev_tag: re.Pa
     summary.duration_s = time.monotonic() - started
     failed = [a for a in summary.apps if not a.ok]
     if failed:
-        summary.error = "; ".join(f"{a.app}: {a.message}" for a in failed)
+        messages = {a.message for a in failed}
+        if len(failed) > 1 and len(messages) == 1:  # e.g. a bad token: say it once
+            summary.error = f"{', '.join(a.app for a in failed)}: {messages.pop()}"
+        else:
+            summary.error = "; ".join(f"{a.app}: {a.message}" for a in failed)
     reporter.run_finished(summary)
     return summary
 

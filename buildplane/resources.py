@@ -22,18 +22,21 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
             "optional": t.optional,
             "flag": name if t.optional else None,
             "trigger": "auto",
+            "auto_init": True,
         })
     for name, t in topo.targets.items():
         if t.browser:
             resources.append({
                 "name": f"{name}-e2e-smoke", "args": ["smoke", "--browser", name], "deps": [],
                 "ignore": [], "labels": ["smoke"], "optional": True, "flag": "e2e", "trigger": "manual",
-                "resource_deps": [name],
+                # runs once after its app when started with --e2e (so `tilt ci -- --e2e` includes it), then on demand
+                "auto_init": True, "resource_deps": [name],
             })
     if topo.modes.staging is not None:
         resources.append({"name": "staging-mode", "args": ["up", "--mode", "staging", "--build-only"], "deps": [],
-                          "ignore": [], "labels": ["mode"], "optional": False, "flag": None, "trigger": "manual"})
+                          "ignore": [], "labels": ["mode"], "optional": False, "flag": None, "trigger": "manual",
+                          "auto_init": False})
     if topo.modes.deploy is not None:
         resources.append({"name": "deploy-mode", "args": ["handback"], "deps": [], "ignore": [], "labels": ["mode"],
-                          "optional": False, "flag": None, "trigger": "manual"})
+                          "optional": False, "flag": None, "trigger": "manual", "auto_init": False})
     return {"topology": str(topology_file), "resources": resources}

@@ -73,6 +73,7 @@ def test_flags_add_optional_targets_and_the_smoke(monkeypatch):
     smoke = resources["portal-e2e-smoke"]
     assert smoke["trigger_mode"] == "manual" and smoke["labels"] == ["smoke"] and smoke["resource_deps"] == ["portal"]
     assert smoke["cmd"][-3:] == ["smoke", "--browser", "portal"]
+    assert smoke["auto_init"] is True  # so `tilt ci -- --e2e` runs it once after portal
 
 
 def test_resource_commands_run_against_fakes(monkeypatch, tmp_path):
@@ -91,3 +92,33 @@ def test_resource_commands_run_against_fakes(monkeypatch, tmp_path):
         assert out.returncode == 4, out.stderr
         assert "127.0.0.1:1 does not answer" in out.stderr
     assert docker.calls == []
+
+
+def test_mode_and_smoke_resources_run_against_fakes(monkeypatch, tmp_path):
+    """deploy-mode's command hands back to an Argo stand-in (fake tilt: not running); the e2e smoke's command
+    drives the browser smoke against a portal that is down, failing with its last status."""
+    from argo_standin import AppScript, ArgoStandIn, app_doc
+
+    resources, _ = evaluate(["--e2e"], monkeypatch)
+    bin_dir = tmp_path / "bin"
+    tilt = FakeTool(bin_dir, "tilt").expect("get", "uiresources", exit=1)
+    kubectl, helm = FakeTool(bin_dir, "kubectl"), FakeTool(bin_dir, "helm")
+    topo_text = (ROOT / "ops/infra/topology/local.yaml").read_text()
+    apps = ["fractalops-api", "fractalops-portal", "fractalops-worker"]
+    with ArgoStandIn({a: AppScript([app_doc(a)]) for a in apps}, token="t0ken") as argo:
+        topo = tmp_path / "t.yaml"
+        topo.write_text(topo_text.replace("https://127.0.0.1:18443", argo.url)
+                        .replace("http://127.0.0.1:18081/", "http://127.0.0.1:9/"))
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGOCD_AUTH_TOKEN": "t0ken",
+               "BUILDPLANE_TOPOLOGY": str(topo), "HOME": str(tmp_path)}
+        out = subprocess.run(resources["deploy-mode"]["cmd"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert argo.violations == [] and len(argo.calls("GET")) == 3
+    assert tilt.calls == [["get", "uiresources", "-o", "name"]] and kubectl.calls == [] and helm.calls == []
+    smoke = subprocess.run(resources["portal-e2e-smoke"]["cmd"] + ["--deadline", "1"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    if smoke.returncode == 4:  # no Chromium on this machine: the fix is named
+        assert "no Chromium found" in smoke.stderr
+    else:
+        assert smoke.returncode == 1 and "http://127.0.0.1:9/ did not answer 2xx within 1s" in smoke.stderr

@@ -1,0 +1,125 @@
+"""Browser smoke: the portal in a real Chromium (Playwright, the system's browser), with a screenshot.
+
+Passes when the page answers 2xx, the topology's selector appears and no console error was logged.
+Until the deadline a page that does not answer (or answers non-2xx) is tried again, since a fresh
+release takes a while; a 2xx page with a console error or without the selector fails at once.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import Missing
+from .result import Status, StepResult
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# No sandbox (root, containers), and nothing that would reach the network on its own.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+SCREENSHOT_DIR = Path("output/playwright")
+
+
+def find_chromium(environ=None) -> str:
+    environ = os.environ if environ is None else environ
+    explicit = environ.get("BUILDPLANE_CHROMIUM")
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise Missing(f"BUILDPLANE_CHROMIUM={explicit} is not an executable file; point it at a Chromium or Chrome binary")
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise Missing("no Chromium found for the browser smoke: install Debian's chromium (`make provision` does) "
+                  "or set BUILDPLANE_CHROMIUM to a Chromium/Chrome binary")
+
+
+def screenshot_path(target: str) -> Path:
+    return SCREENSHOT_DIR / f"tilt-{target}-smoke.png"
+
+
+@dataclass
+class PageVisit:
+    status: int | None = None
+    selector_found: bool = False
+    console_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def _favicon(message) -> bool:
+    # Browsers ask for /favicon.ico on their own; a missing one is not the portal's error.
+    url = (message.location or {}).get("url", "")
+    return message.text.startswith("Failed to load resource") and url.split("?")[0].endswith("/favicon.ico")
+
+
+def _visit(context, url: str, selector: str, timeout_ms: float, screenshot: Path) -> PageVisit:
+    visit = PageVisit()
+    page = context.new_page()
+    page.on("console", lambda m: visit.console_errors.append(m.text) if m.type == "error" and not _favicon(m) else None)
+    page.on("pageerror", lambda exc: visit.console_errors.append(f"uncaught: {exc}"))
+    page.on("requestfailed", lambda r: visit.failed_requests.append(f"{r.url}: {r.failure}"))
+    page.on("response", lambda r: visit.failed_requests.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None)
+    try:
+        resp = page.goto(url, wait_until="load", timeout=timeout_ms)
+        visit.status = resp.status if resp else None
+        if visit.status is not None and 200 <= visit.status < 300:
+            try:
+                page.wait_for_selector(selector, state="visible", timeout=min(timeout_ms, 10_000))
+                visit.selector_found = True
+            except Exception:  # playwright's TimeoutError: the selector never showed
+                visit.selector_found = False
+            page.wait_for_timeout(200)  # let late console errors of the load arrive
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    except Exception as exc:  # navigation failures: refused, DNS, TLS, timeout
+        visit.error = str(exc).splitlines()[0]
+    finally:
+        page.close()
+    return visit
+
+
+def browser_smoke(target: str, url: str, selector: str, *, deadline_s: float, chromium: str,
+                  screenshot: Path | None = None) -> StepResult:
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    shot = screenshot or screenshot_path(target)
+    shot.unlink(missing_ok=True)
+    attempts, backoff = 0, 0.25
+    with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
+                                                        args=CHROMIUM_FLAGS, ignore_https_errors=False)
+        try:
+            while True:
+                attempts += 1
+                remaining = deadline_s - (time.monotonic() - started)
+                visit = _visit(context, url, selector, max(1000.0, min(remaining, 15.0) * 1000), shot)
+                answered = visit.status is not None and 200 <= visit.status < 300
+                remaining = deadline_s - (time.monotonic() - started)
+                if answered or remaining <= 0:
+                    break
+                visit.console_errors.clear()  # errors of a page that was not up yet do not count
+                time.sleep(min(backoff, max(remaining, 0)))
+                backoff = min(backoff * 2, 2.0)
+        finally:
+            context.close()
+    facts = {"url": url, "status": visit.status, "selector": selector, "selector_found": visit.selector_found,
+             "console_errors": visit.console_errors[:20], "failed_requests": visit.failed_requests[:20],
+             "screenshot": str(shot) if shot.is_file() else None, "attempts": attempts}
+    took = time.monotonic() - started
+    if not answered:
+        last = f"last status {visit.status}" if visit.status is not None else (visit.error or "no answer")
+        return StepResult("smoke", target, Status.FAILED,
+                          f"{url} did not answer 2xx within {deadline_s:g}s ({attempts} attempt(s); {last})", took, facts)
+    if not visit.selector_found:
+        return StepResult("smoke", target, Status.FAILED, f"{url}: selector {selector!r} never appeared", took, facts)
+    if visit.console_errors:
+        return StepResult("smoke", target, Status.FAILED,
+                          f"{url}: {len(visit.console_errors)} console error(s), first: {visit.console_errors[0]}", took, facts)
+    return StepResult("smoke", target, Status.SUCCEEDED, f"{url} rendered {selector!r} with no console error "
+                      f"(screenshot {shot})", took, facts)
