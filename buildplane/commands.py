@@ -67,11 +67,12 @@ def up_cmd(args, topology) -> int:
         return handback_cmd(args, topology)
     topo, _ = topology(args)
     log = _stderr
+    state = Path(STATE_DIR)
+    # Started first, so a network sink gets ready while the plan hashes the inputs.
+    reporter = reporter_from_env(topo.telemetry.service_name, state)
     runner = Runner(log=(lambda line: None))
     plan = make_plan(topo, options(args), runner=runner)
-    state = Path(STATE_DIR)
     registry = RegistryClient(plain_http=frozenset(topo.registries.plain_http))
-    reporter = reporter_from_env(topo.telemetry.service_name, state)
     engine = Engine(
         plan,
         build_env=BuildEnv(runner=runner, registry=registry, state_dir=state, log=log, force=args.force,

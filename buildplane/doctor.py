@@ -59,4 +59,11 @@ def run_checks(topo: Topology, runner: Runner | None = None, client: httpx.Clien
         env = topo.modes.deploy.argo.token_env
         checks.append(Check(f"argo token ${env}", bool(os.environ.get(env)), "set" if os.environ.get(env) else "not set",
                             f"export {env}=<token> (argocd account generate-token)", required=False))
+    if any(t.browser for t in topo.targets.values()):
+        from .steps.browser import find_chromium
+
+        try:
+            checks.append(Check("chromium (browser smoke)", True, find_chromium(), required=False))
+        except Missing as exc:
+            checks.append(Check("chromium (browser smoke)", False, "not found", exc.message, required=False))
     return checks

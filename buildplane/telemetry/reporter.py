@@ -3,8 +3,8 @@
 EventReporter turns the lifecycle into Build Plane Events and hands each to every sink's own bounded
 queue (a put, never a wait: a full queue drops and counts). One worker thread per sink sends batches,
 so a slow Collector never holds up the file sink or the build. At exit the flush is bounded in time:
-a sink known to work gets FLUSH_S, a sink whose first send is still out gets UNKNOWN_S, a failing sink
-none; whatever is left is counted as dropped. Strict mode waits longer and fails the run on any loss.
+a sink known to work gets FLUSH_S, a sink still starting or with its first send out gets UNKNOWN_S,
+a failing sink none; whatever is left is counted as dropped. Strict mode waits longer and fails the run on any loss.
 """
 from __future__ import annotations
 
@@ -125,20 +125,11 @@ class SinkWorker:
         except queue.Full:
             pass  # the worker drains it; the idle check below ends the wait
         started = time.monotonic()
-        sending_since = None
         while self.thread.is_alive():
-            now = time.monotonic()
+            waited = time.monotonic() - started
             state = self.state
-            if strict:
-                if now - started >= STRICT_FLUSH_S:
-                    break
-            elif state == "failing":
-                break
-            elif state == "sending":
-                sending_since = sending_since or now
-                if now - sending_since >= UNKNOWN_S:
-                    break
-            elif now - started >= FLUSH_S:
+            limit = STRICT_FLUSH_S if strict else {"ok": FLUSH_S, "failing": 0.0}.get(state, UNKNOWN_S)
+            if waited >= limit:
                 break
             if self.pending == 0 and state in ("ok", "failing"):
                 break
