@@ -27,9 +27,7 @@ class DeploySummary:
     tilt: str = ""
     duration_s: float = 0.0
     mode: str = "deploy"
-    targets: dict = field(default_factory=dict)  # build targets: none in deploy mode
     error: str = ""
-    drops: int = 0
 
     @property
     def ok(self) -> bool:

@@ -15,7 +15,8 @@ from pathlib import Path
 from .dockerignore import DockerIgnore
 from .statefile import write_json_atomic
 
-STATE_DIR = Path(".buildplane")
+# Where runs keep state, locks and events; tests and CI may point it elsewhere.
+STATE_DIR = Path(os.environ.get("BUILDPLANE_STATE_DIR") or ".buildplane")
 
 
 @dataclass

@@ -31,3 +31,9 @@ echo "  cache      $BUILDPLANE_CACHE_REF_RUNTIME, $BUILDPLANE_CACHE_REF_PORTAL"
 echo "  mirror     $BUILDPLANE_REGISTRY_MIRROR/library/busybox:1.35 (base image)"
 echo "  rendered   .buildplane/rendered/dev-runtime.yaml, .buildplane/rendered/dev-portal.yaml (no cluster here)"
 echo "  builder    $DOCKER_HOST (lab dir $BP_LAB_DIR)"
+echo
+echo "Is what runs what the tree builds? (buildplane status)"
+"$bp" --topology "$topo" status runtime portal
+echo
+echo "Cache hit ratios and step durations so far (buildplane events stats):"
+"$bp" --topology "$topo" events stats

@@ -68,6 +68,12 @@ def test_out_of_sync_is_synced_and_waited_for(handback):
     app = doc["apps"]["demo-api"]
     assert (app["ok"], app["action"], app["sync"], app["health"]) == (True, "sync", "Synced", "Healthy")
     assert re.search(r"demo-api\s+Synced\s+Healthy\s+abc123def456\s+\d+\.\ds\s+sync", res.err)
+    events = [json.loads(line) for line in Path(".buildplane/events.jsonl").read_text().splitlines()]
+    finished = [e["attributes"] for e in events if e["name"] == "step.finished"]
+    assert [(a["cicd.pipeline.name"], a["cicd.pipeline.task.name"], a["cicd.pipeline.task.type"],
+             a["cicd.pipeline.task.run.result"], a["argocd.app.health"]) for a in finished] == [
+        ("deploy", "handback demo-api", "deploy", "success", "Healthy")]
+    assert [e["name"] for e in events][::len(events) - 1] == ["run.started", "run.finished"]
 
 
 def test_prune_as_configured(handback):
@@ -279,7 +285,7 @@ def test_make_deploy_mode_notes_tilt_not_running(tmp_path):
         apps = re.search(r"apps: \[([^\]]*)\]", topo.read_text()).group(1).split(", ")
         argo.apps.update({a: AppScript([app_doc(a)]) for a in apps})
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGOCD_AUTH_TOKEN": TOKEN,
-               "BUILDPLANE_TOPOLOGY": str(topo)}
+               "BUILDPLANE_TOPOLOGY": str(topo), "BUILDPLANE_STATE_DIR": str(tmp_path / "state")}
         import subprocess
         out = subprocess.run(["make", "-s", "deploy-mode"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=300)

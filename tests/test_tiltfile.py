@@ -80,7 +80,8 @@ def test_resource_commands_run_against_fakes(monkeypatch, tmp_path):
     """Each app resource's command runs `buildplane up` — against a fake docker that records argv."""
     resources, _ = evaluate([], monkeypatch)
     docker = FakeTool(tmp_path / "bin", "docker")  # no registry answers, so no docker call is expected either
-    env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "BUILDPLANE_STATE_DIR": str(tmp_path / "state")}
     env.pop("BUILDPLANE_TOPOLOGY", None)
     for name in ("runtime", "portal"):
         cmd = resources[name]["cmd"]
@@ -110,7 +111,7 @@ def test_mode_and_smoke_resources_run_against_fakes(monkeypatch, tmp_path):
         topo.write_text(topo_text.replace("https://127.0.0.1:18443", argo.url)
                         .replace("http://127.0.0.1:18081/", "http://127.0.0.1:9/"))
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGOCD_AUTH_TOKEN": "t0ken",
-               "BUILDPLANE_TOPOLOGY": str(topo), "HOME": str(tmp_path)}
+               "BUILDPLANE_TOPOLOGY": str(topo), "HOME": str(tmp_path), "BUILDPLANE_STATE_DIR": str(tmp_path / "state")}
         out = subprocess.run(resources["deploy-mode"]["cmd"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=120)
         assert out.returncode == 0, out.stderr
