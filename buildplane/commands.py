@@ -8,7 +8,6 @@ from . import resources as resources_mod
 from .cli import command
 from .plan import Options, make_plan
 from .render import plan_text
-from .telemetry.setup import reporter_from_env
 
 
 def options(args) -> Options:
@@ -93,6 +92,13 @@ def up_cmd(args, topology) -> int:
     elif summary.exit_code == 130:
         print("buildplane: interrupted", file=sys.stderr)
     return code
+
+
+def reporter_from_env(service_name: str, state):
+    # Imported on use: `plan` and `resources` (Tilt's start-up) need no sink code.
+    from .telemetry.setup import reporter_from_env as make
+
+    return make(service_name, state)
 
 
 def finish_telemetry(reporter, doc: dict, code: int) -> tuple[dict, int]:
