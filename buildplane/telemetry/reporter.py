@@ -53,6 +53,7 @@ class SinkWorker:
         self.accepted = self.sent = self.lost = self.overflow = 0  # lost: failed sends; overflow: queue full
         self.error = ""
         self.state = "starting"  # starting | sending | ok | failing
+        self._closed = False  # once close() has counted what is left, late results change nothing
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name=f"bp-sink-{name}", daemon=True)
         self.thread.start()
@@ -76,6 +77,8 @@ class SinkWorker:
 
     def _fail(self, message: str, lost: int) -> None:
         with self._lock:
+            if self._closed:
+                return
             self.lost += lost
             self.error = self.error or message
             self.state = "failing"
@@ -110,6 +113,8 @@ class SinkWorker:
             try:
                 sink.send(batch)
                 with self._lock:
+                    if self._closed:
+                        continue
                     self.sent += len(batch)
                     if self.state != "failing":
                         self.state = "ok"
@@ -125,6 +130,7 @@ class SinkWorker:
         except queue.Full:
             pass  # the worker drains it; the idle check below ends the wait
         started = time.monotonic()
+        state = self.state
         while self.thread.is_alive():
             waited = time.monotonic() - started
             state = self.state
@@ -134,9 +140,10 @@ class SinkWorker:
             if self.pending == 0 and state in ("ok", "failing"):
                 break
             self.thread.join(0.002)
-        left = self.pending
-        if left:
-            with self._lock:
+        with self._lock:
+            self._closed = True
+            left = self.pending
+            if left:
                 self.lost += left
                 self.error = self.error or f"{left} event(s) still unsent at exit ({state})"
 
