@@ -56,6 +56,7 @@ def up_cmd(args, topology) -> int:
     from .freshness import STATE_DIR
     from .steps.build import BuildEnv
     from .steps.release import ReleaseEnv
+    from .steps.smoke import run_route_smoke
     from .tools.registry import RegistryClient
     from .tools.run import Runner
 
@@ -77,7 +78,7 @@ def up_cmd(args, topology) -> int:
         build_env=BuildEnv(runner=runner, registry=registry, state_dir=state, log=log, force=args.force,
                            progress=lambda target, line: print(f"[{target}] {line}", file=sys.stderr)),
         release_env=ReleaseEnv(runner=runner, state_dir=state, log=log, force=args.force),
-        state_dir=state, log=log, reporter=reporter, smoke_runner=smoke_runner(),
+        state_dir=state, log=log, reporter=reporter, smoke_runner=run_route_smoke,
     )
     summary = engine.run()
     doc, code = finish_telemetry(reporter, summary.to_json(), summary.exit_code)
@@ -113,12 +114,6 @@ def finish_telemetry(reporter, doc: dict, code: int) -> tuple[dict, int]:
               + "; ".join(report.failed_sinks()), file=sys.stderr)
         doc["outcome"], code = "failed", 1
     return doc, code
-
-
-def smoke_runner():
-    from .steps.smoke import run_route_smoke
-
-    return run_route_smoke
 
 
 def _stderr(line: str) -> None:
@@ -220,16 +215,17 @@ def events_cmd(args, topology) -> int:
                 reason = f" — {a['buildplane.reason']}" if a.get("buildplane.reason") else ""
                 print(f"{when} {a.get('cicd.pipeline.run.id', '')[:8]} {e['name']:<13} {what} {result}{ms}{reason}".rstrip())
         return 0
+    local = stats.read_events(path, since) if args.html or not args.clickhouse else []
     if args.clickhouse:
         rows = stats.clickhouse_stats(clickhouse_settings(os.environ), since)
         source = "clickhouse"
     else:
-        rows = stats.local_stats(path, since)
+        rows = stats.local_stats(local)
         source = str(path)
     if args.html:
         from .telemetry.chart import write_html
 
-        write_html(Path(args.html), stats.read_events(path, since), rows)
+        write_html(Path(args.html), local, rows)
         print(f"wrote {args.html}", file=sys.stderr)
     if args.json:
         print(json.dumps({"source": source, "since_ns": since, "targets": rows}, indent=2))

@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import Missing
-from .plan import Plan, Step
+from .plan import TILT_NOT_INSTALLED, Plan, Step
 from .specs import HandbackSpec
 from .steps.handback import AppReport, Clock, hand_back
 from .telemetry.reporter import NullReporter, Reporter
@@ -45,16 +44,12 @@ class DeploySummary:
         return 4 if 4 in codes else 1
 
     def to_json(self) -> dict:
-        return {"mode": "deploy", "run_id": self.run_id, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
+        return {"mode": self.mode, "run_id": self.run_id, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
                 "tilt": self.tilt, "apps": {a.app: a.to_json() for a in self.apps}}
 
 
 def stop_tilt(runner: Runner, log: Callable[[str], None]) -> str:
-    """`tilt down` when Tilt is installed and a session answers; otherwise say why nothing was stopped."""
-    try:
-        runner.which("tilt")
-    except Missing:
-        return "tilt is not installed: nothing to stop"
+    """`tilt down` when a Tilt session answers (the plan has this step only when Tilt is installed)."""
     probe = runner.run(["tilt", "get", "uiresources", "-o", "name"], timeout=15, check=False)
     if probe.exit_code != 0:
         return "Tilt is not running: nothing to stop"
@@ -74,8 +69,8 @@ def run_deploy(plan: Plan, client: ArgoClient, *, runner: Runner, dev_tag: re.Pa
     summary = DeploySummary(uuid.uuid4().hex[:16])
     started = time.monotonic()
     reporter.run_started(plan, summary.run_id)
-    stops = [s for s in plan.steps if s.kind == "stop-tilt"]
-    summary.tilt = stop_tilt(runner, log) if stops else "tilt is not installed: nothing to stop"
+    stops = any(s.kind == "stop-tilt" for s in plan.steps)
+    summary.tilt = stop_tilt(runner, log) if stops else TILT_NOT_INSTALLED
     log(summary.tilt)
 
     def one(app: str) -> AppReport:

@@ -123,6 +123,11 @@ def changed_files(before: dict[str, str], after: dict[str, str], limit: int = 3)
     return [n for n in names if before.get(n) != after.get(n)][:limit]
 
 
+def shown_paths(context: Path, names: list[str]) -> list[str]:
+    """Changed input names as people know them: context-relative files, and the Dockerfile."""
+    return ["Dockerfile" if n == "<Dockerfile>" else str(context / n) for n in names]
+
+
 def release_inputs(*, chart_files: dict[str, str], values_files: dict[str, str], image_digest: str,
                    namespace: str, release: str, extra: dict[str, str] | None = None) -> str:
     """The release inputs digest: chart files, values files, image digest, namespace, release name."""

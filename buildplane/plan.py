@@ -15,6 +15,9 @@ from .tools import helm as helm_tool
 from .topology import Topology
 
 
+TILT_NOT_INSTALLED = "tilt is not installed: nothing to stop"
+
+
 @dataclass(frozen=True)
 class Options:
     mode: str
@@ -187,7 +190,7 @@ def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
         runner.which("tilt")
         plan.steps.append(Step("stop-tilt", "stop-tilt", None, ["tilt", "down"]))
     except Missing:
-        plan.notes.append("tilt is not installed: nothing to stop")
+        plan.notes.append(TILT_NOT_INSTALLED)
     plan.steps.append(Step("handback", "handback", None, HandbackSpec(
         argo.server, argo.apps, opts.timeout_s or argo.timeout_s, argo.prune, argo.token_env, argo.username_env,
         argo.password_env, argo.ca_file, argo.poll_s),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .freshness import StatCache, changed_files
+from .freshness import StatCache, changed_files, shown_paths
 from .plan import project_path, target_inputs
 from .statefile import read_json
 from .steps.release import release_files, release_record_path
@@ -29,10 +29,6 @@ class TargetStatus:
                 "revision": self.revision, "changed": list(self.changed)}
 
 
-def _shown(context: Path, names: list[str]) -> list[str]:
-    return ["Dockerfile" if n == "<Dockerfile>" else str(context / n) for n in names]
-
-
 def target_status(topo: Topology, mode: str, name: str, base: Path, state_dir: Path, cache: StatCache) -> TargetStatus:
     t = topo.targets[name]
     if not t.chart:
@@ -46,7 +42,7 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state_dir: P
     image_changed: list[str] = []
     if record.get("image_inputs_digest") != inputs.digest:
         before = record.get("image_files")
-        image_changed = _shown(context, changed_files(before, inputs.files, limit=4)) if before is not None else []
+        image_changed = shown_paths(context, changed_files(before, inputs.files, limit=4)) if before is not None else []
         if not image_changed:
             image_changed = [f"build args or Dockerfile settings of {name}"]
     chart, values = release_files(project_path(base, t.chart), tuple(project_path(base, v) for v in t.values), cache)

@@ -12,6 +12,9 @@ import httpx
 import pytest
 
 from conftest import missing_component
+from fakes import FakeTool
+from test_build_boundary import DIGEST
+from test_release_boundary import up
 from buildplane.specs import SmokeSpec
 from buildplane.steps.browser import find_chromium
 from buildplane.steps.result import Status
@@ -124,15 +127,8 @@ def test_tls_is_verified():
 
 def test_smoke_fails_the_dev_pipeline(pages, workspace, monkeypatch):
     """Wired into `up`: a release whose route does not answer makes the run fail (exit 1)."""
-    from test_release_boundary import tools as tools_fixture  # noqa: F401
-    from buildplane.steps.smoke import run_route_smoke as runner
-
     topo = Path("topology.yaml").read_text().replace("http://127.0.0.1:9/healthz", pages.url + "/500")
     Path("topology.yaml").write_text(topo.replace("dev: {namespace", "dev: {smoke_deadline_s: 0.3, namespace"))
-    from test_release_boundary import up
-    from fakes import FakeTool
-    from test_build_boundary import DIGEST
-
     kc = workspace / "kubeconfig"
     kc.write_text("apiVersion: v1\ncurrent-context: lab\ncontexts: [{name: lab, context: {cluster: lab}}]\n")
     monkeypatch.setenv("KUBECONFIG", str(kc))
@@ -140,7 +136,7 @@ def test_smoke_fails_the_dev_pipeline(pages, workspace, monkeypatch):
     tools = {"bin": bin_dir, "docker": FakeTool(bin_dir, "docker").expect("buildx", "build", write_metadata=DIGEST),
              "helm": FakeTool(bin_dir, "helm").expect("version", "--short", stdout="v4.1.4\n").expect(
                  "upgrade", "--install", stdout="REVISION: 1\n")}
-    summary = up(tools, smoke_runner=runner)
+    summary = up(tools, smoke_runner=run_route_smoke)
     assert summary.exit_code == 1
     t = summary.to_json()["targets"]["api"]
     assert (t["release"], t["smoke"]) == ("applied", "failed")

@@ -21,7 +21,7 @@ from buildplane.telemetry import events as ev
 from buildplane.telemetry.reporter import EventReporter, SinkWorker
 from buildplane.telemetry.setup import reporter_from_env
 from buildplane.telemetry.sinks import FileSink, SinkError
-from buildplane.telemetry.stats import local_stats
+from buildplane.telemetry.stats import local_stats, read_events
 
 STATE = Path(".buildplane")
 CONTRACT_STEP = {"cicd.pipeline.name", "cicd.pipeline.run.id", "cicd.pipeline.task.name", "cicd.pipeline.task.type",
@@ -246,7 +246,7 @@ def test_events_stats_tail_and_html(workspace, run_cli):
 
 
 def test_local_stats_of_a_missing_file_is_empty(tmp_path):
-    assert local_stats(tmp_path / "none.jsonl") == []
+    assert local_stats(read_events(tmp_path / "none.jsonl")) == []
 
 
 def test_file_sink_failure_message(tmp_path):

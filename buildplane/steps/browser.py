@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import Missing
 from .result import Status, StepResult
+from .smoke import FIRST_BACKOFF_S, MAX_BACKOFF_S
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # No sandbox (root, containers), and nothing that would reach the network on its own.
@@ -90,7 +91,7 @@ def browser_smoke(target: str, url: str, selector: str, *, deadline_s: float, ch
     started = time.monotonic()
     shot = screenshot or screenshot_path(target)
     shot.unlink(missing_ok=True)
-    attempts, backoff = 0, 0.25
+    attempts, backoff = 0, FIRST_BACKOFF_S
     with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
                                                         args=CHROMIUM_FLAGS, ignore_https_errors=False)
@@ -105,7 +106,7 @@ def browser_smoke(target: str, url: str, selector: str, *, deadline_s: float, ch
                     break
                 visit.console_errors.clear()  # errors of a page that was not up yet do not count
                 time.sleep(min(backoff, max(remaining, 0)))
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
             context.close()
     facts = {"url": url, "status": visit.status, "selector": selector, "selector_found": visit.selector_found,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..freshness import changed_files
+from ..freshness import changed_files, shown_paths
 from ..specs import BuildSpec
 from ..statefile import read_json, write_json_atomic
 from ..tools import buildx
@@ -60,7 +60,7 @@ def why_build(spec: BuildSpec, record: dict | None, force: bool) -> str:
     changed = changed_files(record["files"], spec.inputs.files, limit=4)
     if not changed:
         return f"no image for inputs digest {spec.content_tag} in the final registry"
-    rel = [("Dockerfile" if c == "<Dockerfile>" else str(spec.context / c)) for c in changed[:3]]
+    rel = shown_paths(spec.context, changed[:3])
     more = " and more" if len(changed) > 3 else ""
     return f"{', '.join(rel)}{more} changed"
 

@@ -21,15 +21,17 @@ _PATTERNS = [
 ]
 
 
-def _secret_values(environ) -> list[str]:
-    return sorted({v for k, v in environ.items() if _SECRET_ENV.search(k) and len(v) >= 4}, key=len, reverse=True)
+def secret_values(environ=None) -> tuple[str, ...]:
+    """Values of secret-looking env vars, longest first; a reporter reads them once, not per string."""
+    environ = os.environ if environ is None else environ
+    return tuple(sorted({v for k, v in environ.items() if _SECRET_ENV.search(k) and len(v) >= 4}, key=len, reverse=True))
 
 
-def redact(text: str, environ=None) -> str:
+def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
     """`text` with credentials masked: URL userinfo, auth headers, key=value secrets, and secret env values."""
     for regex, repl in _PATTERNS:
         text = regex.sub(repl, text)
-    for value in _secret_values(os.environ if environ is None else environ):
+    for value in secret_values() if secrets is None else secrets:
         text = text.replace(value, "***")
     return text
 
@@ -53,9 +55,9 @@ class Event:
         return " ".join(str(p) for p in (self.name, task, result, a.get("buildplane.reason", "")) if p)
 
 
-def _clean(attrs: dict, environ=None) -> dict:
+def _clean(attrs: dict, secrets=None) -> dict:
     """Drop empty values (OTLP has no null) and redact every string."""
-    return {k: (redact(v, environ) if isinstance(v, str) else v) for k, v in attrs.items() if v is not None and v != ""}
+    return {k: (redact(v, secrets) if isinstance(v, str) else v) for k, v in attrs.items() if v is not None and v != ""}
 
 
 def _base(plan, run_id: str) -> dict:
@@ -63,9 +65,9 @@ def _base(plan, run_id: str) -> dict:
             "vcs.ref.head.revision": getattr(plan, "revision", None)}
 
 
-def run_started(plan, run_id: str, environ=None) -> Event:
+def run_started(plan, run_id: str, secrets=None) -> Event:
     attrs = {**_base(plan, run_id), "buildplane.targets": ",".join(plan.targets)}
-    return Event("run.started", time.time_ns(), _clean(attrs, environ))
+    return Event("run.started", time.time_ns(), _clean(attrs, secrets))
 
 
 def _step_attrs(plan, run_id: str, step) -> dict:
@@ -79,11 +81,11 @@ def _step_attrs(plan, run_id: str, step) -> dict:
     return attrs
 
 
-def step_started(plan, run_id: str, step, environ=None) -> Event:
-    return Event("step.started", time.time_ns(), _clean(_step_attrs(plan, run_id, step), environ))
+def step_started(plan, run_id: str, step, secrets=None) -> Event:
+    return Event("step.started", time.time_ns(), _clean(_step_attrs(plan, run_id, step), secrets))
 
 
-def step_finished(plan, run_id: str, step, result, environ=None) -> Event:
+def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
     attrs = _step_attrs(plan, run_id, step)
     outcome = STEP_RESULT[result.status.value]
     if outcome == "failure" and "timed out" in (result.reason or ""):
@@ -111,14 +113,14 @@ def step_finished(plan, run_id: str, step, result, environ=None) -> Event:
     if step.kind == "smoke":
         attrs["buildplane.smoke.routes"] = facts.get("routes_passed")
     severity = "ERROR" if outcome in ("failure", "timeout") else "INFO"
-    return Event("step.finished", time.time_ns(), _clean(attrs, environ), severity)
+    return Event("step.finished", time.time_ns(), _clean(attrs, secrets), severity)
 
 
-def run_finished(summary, run_revision: str | None, environ=None) -> Event:
+def run_finished(summary, run_revision: str | None, secrets=None) -> Event:
     result = {"succeeded": "success", "failed": "failure", "refused": "failure"}.get(summary.outcome, "failure")
     if getattr(summary, "exit_code", 0) == 130:
         result = "cancellation"
     attrs = {"cicd.pipeline.name": summary.mode, "cicd.pipeline.run.id": summary.run_id,
              "cicd.pipeline.result": result, "vcs.ref.head.revision": run_revision,
              "buildplane.duration_ms": int(round(summary.duration_s * 1000)), "buildplane.reason": summary.error}
-    return Event("run.finished", time.time_ns(), _clean(attrs, environ), "ERROR" if result == "failure" else "INFO")
+    return Event("run.finished", time.time_ns(), _clean(attrs, secrets), "ERROR" if result == "failure" else "INFO")

@@ -8,7 +8,6 @@ a failing sink none; whatever is left is counted as dropped. Strict mode waits l
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -176,7 +175,7 @@ class EventReporter(Reporter):
     def __init__(self, workers: list[SinkWorker], *, strict: bool = False, environ=None) -> None:
         self.workers = workers
         self.strict = strict
-        self.environ = os.environ if environ is None else environ
+        self.secrets = events.secret_values(environ)
         self.count = 0
         self.revision: str | None = None
 
@@ -187,16 +186,16 @@ class EventReporter(Reporter):
 
     def run_started(self, plan, run_id: str) -> None:
         self.revision = getattr(plan, "revision", None)
-        self._emit(events.run_started(plan, run_id, self.environ))
+        self._emit(events.run_started(plan, run_id, self.secrets))
 
     def step_started(self, plan, run_id: str, step) -> None:
-        self._emit(events.step_started(plan, run_id, step, self.environ))
+        self._emit(events.step_started(plan, run_id, step, self.secrets))
 
     def step_finished(self, plan, run_id: str, step, result) -> None:
-        self._emit(events.step_finished(plan, run_id, step, result, self.environ))
+        self._emit(events.step_finished(plan, run_id, step, result, self.secrets))
 
     def run_finished(self, summary) -> None:
-        self._emit(events.run_finished(summary, self.revision, self.environ))
+        self._emit(events.run_finished(summary, self.revision, self.secrets))
 
     def close(self) -> TelemetryReport:
         """Flush every sink within its budget (in parallel); say what was sent and what was lost."""

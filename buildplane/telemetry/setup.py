@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 from .reporter import EventReporter, SinkWorker
-from .sinks import ClickHouseSink, FileSink, OtlpSink, otlp_headers, otlp_logs_endpoint, safe_url
+from .sinks import ClickHouseSink, FileSink, OtlpSink, clickhouse_url, otlp_headers, otlp_logs_endpoint, safe_url
 
 EVENTS_FILE = "events.jsonl"
 
@@ -33,9 +33,9 @@ def reporter_from_env(service_name: str, state_dir: Path, environ=None) -> Event
     workers = [SinkWorker("file", str(path), lambda: FileSink(path))]
     endpoint = otlp_logs_endpoint(environ)
     if endpoint:
-        workers.append(SinkWorker("otlp", safe_url(endpoint), lambda: OtlpSink(endpoint, service, headers=otlp_headers(environ))))
+        workers.append(SinkWorker("otlp", safe_url(endpoint),
+                                  lambda: OtlpSink(endpoint, service, headers=otlp_headers(environ))))
     if truthy(environ.get("FRACTALOPS_BUILD_EVENTS_ENABLED")):
         ch = clickhouse_settings(environ)
-        where = f"{safe_url('http://' + ch['host_port'] if '://' not in ch['host_port'] else ch['host_port'])}"
-        workers.append(SinkWorker("clickhouse", where, lambda: ClickHouseSink(service_name=service, **ch)))
+        workers.append(SinkWorker("clickhouse", safe_url(clickhouse_url(ch["host_port"])), lambda: ClickHouseSink(service_name=service, **ch)))
     return EventReporter(workers, strict=truthy(environ.get("FRACTALOPS_BUILD_EVENTS_STRICT")), environ=environ)

@@ -122,6 +122,17 @@ class OtlpSink:
             raise SinkError(f"export to {self.where} failed: HTTP {resp.status_code}")
 
 
+def clickhouse_url(host_port: str) -> str:
+    """ClickHouse's HTTP interface from FRACTALOPS_CLICKHOUSE_HOST_PORT (`host:port`, or a URL)."""
+    base = host_port if host_port.startswith(("http://", "https://")) else f"http://{host_port}"
+    return base.rstrip("/") + "/"
+
+
+def clickhouse_headers(user: str | None, password: str | None) -> dict[str, str]:
+    """Credentials as headers (never in the URL, so they cannot reach a log line)."""
+    return {k: v for k, v in (("X-ClickHouse-User", user), ("X-ClickHouse-Key", password)) if v}
+
+
 def clickhouse_row(e: Event, service_name: str) -> dict:
     ts = datetime.fromtimestamp(e.time_unix_nano // 1_000_000_000, timezone.utc)
     row = {"Timestamp": ts.strftime("%Y-%m-%d %H:%M:%S") + f".{e.time_unix_nano % 1_000_000_000:09d}",
@@ -140,17 +151,12 @@ class ClickHouseSink:
 
     def __init__(self, host_port: str, database: str, table: str, service_name: str, *, user: str | None = None,
                  password: str | None = None, timeout_s: float = 2.0, client: httpx.Client | None = None) -> None:
-        base = host_port if host_port.startswith(("http://", "https://")) else f"http://{host_port}"
-        self.url = base.rstrip("/") + "/"
+        self.url = clickhouse_url(host_port)
         self.table = f"{database}.{table}"
         self.where = f"{safe_url(self.url)} table {self.table}"
         self.service_name = service_name
-        headers = {}
-        if user:
-            headers["X-ClickHouse-User"] = user
-        if password:
-            headers["X-ClickHouse-Key"] = password
-        self._http = client or httpx.Client(timeout=timeout_s, headers=headers, verify=_verify(self.url))
+        self._http = client or httpx.Client(timeout=timeout_s, headers=clickhouse_headers(user, password),
+                                            verify=_verify(self.url))
 
     def send(self, batch: list[Event]) -> None:
         body = "".join(json.dumps(clickhouse_row(e, self.service_name)) + "\n" for e in batch)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import BadInput, Missing
+from .sinks import clickhouse_headers, clickhouse_url
 
 QUERIES = Path(__file__).resolve().parents[2] / "ops" / "telemetry" / "queries"
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -99,20 +100,16 @@ def combine(build_rows: list[dict], duration_rows: list[dict]) -> list[dict]:
     return out
 
 
-def local_stats(path: Path, since_ns: int = 0) -> list[dict]:
-    return combine(*local_rows(read_events(path, since_ns)))
+def local_stats(evts: list[dict]) -> list[dict]:
+    """The stats rows of events read from the local file."""
+    return combine(*local_rows(evts))
 
 
 def clickhouse_query(settings: dict, name: str, since_ns: int, client: httpx.Client | None = None) -> list[dict]:
     sql = (QUERIES / f"{name}.sql").read_text().format(database=settings["database"], table=settings["table"],
                                                        since_ns=int(since_ns))
-    host = settings["host_port"]
-    url = (host if "://" in host else f"http://{host}").rstrip("/") + "/"
-    headers = {}
-    if settings.get("user"):
-        headers["X-ClickHouse-User"] = settings["user"]
-    if settings.get("password"):
-        headers["X-ClickHouse-Key"] = settings["password"]
+    url = clickhouse_url(settings["host_port"])
+    headers = clickhouse_headers(settings.get("user"), settings.get("password"))
     http = client or httpx.Client(timeout=10)
     try:
         resp = http.post(url, content=sql.encode(), headers=headers)
