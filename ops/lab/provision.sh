@@ -14,7 +14,7 @@ root=$(cd "$here/../.." && pwd)
 log() { printf 'provision: %s\n' "$*" >&2; }
 
 need_apt=()
-for pkg in docker-registry apache2-utils busybox-static runc chromium iproute2; do
+for pkg in docker-registry apache2-utils busybox-static runc chromium iproute2 openssl make; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
