@@ -12,10 +12,16 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo | test | lab-up | lab-down | tilt-up | tilt-down | tilt-ci | staging-mode | deploy-mode | bench"
 
-provision:  ## Debian packages, builder binaries, helm, chromium, the Python package
+provision:  ## the lab and the tests: Debian packages, builder binaries, helm, chromium, the package with test extras
 	bash $(LAB)/provision.sh
 
-install: provision
+# What the mode targets need on a workstation: the Python package in .venv, nothing installed as root.
+install: $(VENV)/.bp-installed  ## venv + the buildplane package (with Playwright for the browser smoke)
+
+$(VENV)/.bp-installed: pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@touch $@
 
 demo: provision  ## the main job on the embedded default (local lab)
 	bash $(LAB)/with-lab.sh bash ops/demo.sh
@@ -35,25 +41,19 @@ lab-down:
 bench: provision
 	bash $(LAB)/with-lab.sh $(PY) bench/run.py
 
-TILT := $(shell command -v tilt 2>/dev/null)
-define need_tilt
-	@if [ -z "$(TILT)" ]; then echo "tilt is not installed: see https://docs.tilt.dev/install.html (staging-mode and deploy-mode work without it)" >&2; exit 4; fi
-endef
+# Tilt runs through `buildplane tilt`, which records the process it becomes, so tilt-down and
+# deploy-mode stop exactly that process (no Tilt installed: exit 4 with how to install it).
+tilt-up: install
+	$(BP) tilt up $(TILT_ARGS)
 
-tilt-up: provision
-	$(need_tilt)
-	tilt up $(TILT_ARGS)
+tilt-down: install
+	$(BP) tilt down
 
-tilt-down:
-	$(need_tilt)
-	tilt down $(TILT_ARGS)
+tilt-ci: install
+	$(BP) tilt ci $(TILT_ARGS)
 
-tilt-ci: provision
-	$(need_tilt)
-	tilt ci $(TILT_ARGS)
-
-staging-mode: provision  ## e.g. make staging-mode TILT_ARGS="runtime --build-only"
+staging-mode: install  ## e.g. make staging-mode TILT_ARGS="runtime --build-only"
 	$(BP) up --mode staging $(TILT_ARGS)
 
-deploy-mode: provision  ## stop Tilt if it runs, hand the canonical apps back to Argo CD, wait Synced+Healthy
+deploy-mode: install  ## stop Tilt if it runs, hand the canonical apps back to Argo CD, wait Synced+Healthy
 	$(BP) handback $(HANDBACK_ARGS)

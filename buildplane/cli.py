@@ -49,7 +49,11 @@ def _mode_flags(p: argparse.ArgumentParser, default_mode: str | None = None) -> 
                    help="dev | staging | deploy")
     p.add_argument("targets", nargs="*", metavar="TARGET", help="targets to run (default: the non-optional ones)")
     p.add_argument("--build-only", action="store_true", help="build and push; no release")
-    p.add_argument("--apply", action="store_true", help="staging: also release into the staging namespace")
+    p.add_argument("--apply", action="store_true",
+                   help="staging: also release into the staging namespace (naming targets does the same for them)")
+    p.add_argument("--remote-cache", action="store_true",
+                   help="import and export the registry build cache this run (default: the topology's "
+                        "modes.<mode>.cache, or $BUILDPLANE_REMOTE_CACHE=true|false)")
     p.add_argument("--force", action="store_true", help="rebuild and re-release even when fresh")
     p.add_argument("--kube-context", help="kube context for Helm (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
     p.add_argument("--namespace", help="release namespace (must be the mode's own; anything else is refused)")
@@ -119,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files (existing or not) relative to the current directory")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    p = _sub(subs, "tilt", "run Tilt so its process can be found and stopped again (up, ci); stop it (down)",
+             "buildplane tilt up -- --worker --e2e")
+    p.add_argument("action", choices=("up", "down", "ci"))
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to `tilt up` / `tilt ci` as they are")
+
     p = _sub(subs, "doctor", "check tools, credentials and endpoints, each with a fix hint", "buildplane doctor")
     return parser
 
@@ -130,8 +139,11 @@ def _topology(args) -> tuple[Topology, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv, passthrough = _passthrough(list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
+        if passthrough is not None:
+            args.args = passthrough
         if not args.command:
             parser.print_help(sys.stderr)
             return 2
@@ -145,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`tilt ACTION ARGS…`: ARGS go to Tilt exactly as given, `--` included (argparse would drop it)."""
+    for i, word in enumerate(argv):
+        if word == "tilt" and (i == 0 or argv[i - 1] != "--topology") and i + 1 < len(argv):
+            return argv[:i + 2], argv[i + 2:]
+        if not word.startswith("-") and (i == 0 or argv[i - 1] != "--topology"):
+            break  # another command: nothing passes through
+    return argv, None
 
 
 def _load_commands() -> None:

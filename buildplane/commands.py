@@ -7,12 +7,14 @@ import sys
 from . import resources as resources_mod
 from .cli import command
 from .plan import Options, make_plan
+from .errors import BadInput
 from .render import plan_text
 
 
 def options(args) -> Options:
     return Options(mode=args.mode, targets=tuple(args.targets), build_only=args.build_only, apply=args.apply,
-                   force=args.force, kube_context=args.kube_context, namespace=args.namespace)
+                   force=args.force, kube_context=args.kube_context, namespace=args.namespace,
+                   remote_cache=args.remote_cache)
 
 
 @command("plan")
@@ -85,14 +87,30 @@ def up_cmd(args, topology) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        for name, target in doc["targets"].items():
-            print(f"{name}: build {target['build']}, release {target['release']}, smoke {target['smoke']} "
-                  f"— {target['image']}", file=sys.stderr)
+        for line in outcome_lines(doc, plan.namespace):
+            print(line)
     if summary.error and summary.exit_code != 130:
         print(f"buildplane: {summary.error}", file=sys.stderr)
     elif summary.exit_code == 130:
         print("buildplane: interrupted", file=sys.stderr)
     return code
+
+
+def outcome_lines(doc: dict, namespace: str | None) -> list[str]:
+    """What each target's run built and released, in one line each (stdout: what make and Tilt show)."""
+    out = []
+    for name, t in doc["targets"].items():
+        release = t["release"]
+        if release == "applied":
+            release = f"released into {namespace} (revision {t['revision']})"
+        elif release == "fresh":
+            release = f"release in {namespace} unchanged"
+        elif release == "not-run":
+            release = "not released"
+        else:
+            release = f"release {release}"
+        out.append(f"{name}: build {t['build']}, {release}, smoke {t['smoke']} — {t['image']}")
+    return out
 
 
 def reporter_from_env(service_name: str, state):
@@ -255,3 +273,23 @@ def smoke_cmd(args, topology) -> int:
     if summary.error:
         print(f"buildplane: smoke failed: {summary.error}", file=sys.stderr)
     return code
+
+
+@command("tilt")
+def tilt_cmd(args, topology) -> int:
+    from pathlib import Path
+
+    from .freshness import STATE_DIR
+    from .tools import tilt
+    from .tools.run import Runner
+
+    record = Path(STATE_DIR) / "tilt.json"
+    if args.action == "down":
+        if args.args:
+            raise BadInput(f"buildplane tilt down takes no arguments (got {' '.join(args.args)})")
+        print(tilt.stop(record))
+        return 0
+    binary = Runner().which("tilt")  # exit 4 with how to install it
+    sys.stdout.flush()
+    tilt.exec_tilt(binary, [args.action, *args.args], record)
+    return 0  # not reached: exec_tilt becomes Tilt

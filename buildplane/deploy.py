@@ -11,12 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .plan import TILT_NOT_INSTALLED, Plan, Step
-from .specs import HandbackSpec
+from .plan import Plan, Step
+from .specs import HandbackSpec, StopTiltSpec
 from .steps.handback import AppReport, Clock, hand_back
 from .telemetry.reporter import NullReporter, Reporter
 from .tools.argocd import ArgoClient
-from .tools.run import CommandFailed, Runner
+from .tools import tilt
+from .tools.run import Runner
 
 
 @dataclass
@@ -48,19 +49,6 @@ class DeploySummary:
                 "tilt": self.tilt, "apps": {a.app: a.to_json() for a in self.apps}}
 
 
-def stop_tilt(runner: Runner, log: Callable[[str], None]) -> str:
-    """`tilt down` when a Tilt session answers (the plan has this step only when Tilt is installed)."""
-    probe = runner.run(["tilt", "get", "uiresources", "-o", "name"], timeout=15, check=False)
-    if probe.exit_code != 0:
-        return "Tilt is not running: nothing to stop"
-    try:
-        runner.run(["tilt", "down"], timeout=300)
-    except CommandFailed as exc:
-        log(f"tilt down failed ({exc.exit_code}): {exc.stderr_tail.strip()[-300:]}; handing back anyway")
-        return "tilt down failed"
-    return "tilt down: stopped"
-
-
 def run_deploy(plan: Plan, client: ArgoClient, *, runner: Runner, dev_tag: re.Pattern, log: Callable[[str], None],
                reporter: Reporter | None = None, clock: Clock | None = None) -> DeploySummary:
     reporter = reporter or NullReporter()
@@ -69,8 +57,8 @@ def run_deploy(plan: Plan, client: ArgoClient, *, runner: Runner, dev_tag: re.Pa
     summary = DeploySummary(uuid.uuid4().hex[:16])
     started = time.monotonic()
     reporter.run_started(plan, summary.run_id)
-    stops = any(s.kind == "stop-tilt" for s in plan.steps)
-    summary.tilt = stop_tilt(runner, log) if stops else TILT_NOT_INSTALLED
+    stop = next((s.spec for s in plan.steps if isinstance(s.spec, StopTiltSpec)), None)
+    summary.tilt = tilt.stop(stop.record) if stop else "Tilt not part of this plan"
     log(summary.tilt)
 
     def one(app: str) -> AppReport:

@@ -64,7 +64,7 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
                     kind, why = "rebuild + release", f"in its build context {t.context}"
             elif t.chart and _inside(path, project_path(base, t.chart).absolute()) is not None:
                 kind, why = "release only", f"in its chart {t.chart}"
-            elif any(path == project_path(base, v).absolute() for v in t.values):
+            elif any(path == project_path(base, v).absolute() for v in t.all_values()):
                 kind, why = "release only", "one of its values files"
             if kind == "rebuild + release" and not t.chart:
                 kind, why = "rebuild + release", why + "; built and pushed, it has no chart to release"

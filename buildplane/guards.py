@@ -37,11 +37,6 @@ def check_release_namespace(topo: Topology, mode: str, namespace: str) -> None:
         raise Refused("mode-namespace", f"{mode} releases only into its own namespace {expected!r}, not {namespace!r}")
 
 
-def check_staging_apply(mode: str, apply: bool) -> None:
-    if mode == "staging" and not apply:
-        raise Refused("staging-needs-apply", "staging builds only; it releases into the staging namespace only with --apply")
-
-
 def check_tag(mode: str, target: str, tag: str) -> None:
     if IMMUTABLE_TAG.match(tag):
         raise Refused(

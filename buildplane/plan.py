@@ -9,13 +9,10 @@ from . import contract, guards
 from .errors import BadInput, Missing
 from .freshness import STATE_DIR, StatCache, image_inputs
 from .kubeconfig import KubeContext, resolve
-from .specs import BuildSpec, HandbackSpec, ReleaseSpec, SmokeSpec
+from .specs import BuildSpec, HandbackSpec, ReleaseSpec, SmokeSpec, StopTiltSpec
 from .tools.run import Runner
 from .tools import helm as helm_tool
 from .topology import Topology
-
-
-TILT_NOT_INSTALLED = "tilt is not installed: nothing to stop"
 
 
 @dataclass(frozen=True)
@@ -28,6 +25,45 @@ class Options:
     kube_context: str | None = None
     namespace: str | None = None
     timeout_s: float | None = None  # deploy: overrides modes.deploy.argo.timeout_s
+    remote_cache: bool = False  # --remote-cache: import and export the registry build cache this run
+
+
+REMOTE_CACHE_ENV = "BUILDPLANE_REMOTE_CACHE"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class CacheChoice:
+    """Whether a run imports/exports the registry build cache, and who decided it (shown by `plan`)."""
+
+    import_: bool
+    export: bool
+    source: str
+
+    def sentence(self, mode: str) -> str:
+        state = ("import + export" if self.import_ and self.export else "import only" if self.import_
+                 else "export only" if self.export else "off")
+        how = "" if self.import_ or self.export else (
+            f"; turn it on with --remote-cache, {REMOTE_CACHE_ENV}=true or Tilt's --remote_cache")
+        return f"registry build cache for {mode}: {state} (from {self.source}){how}"
+
+
+def cache_choice(topo: Topology, mode: str, opts: Options, environ) -> CacheChoice:
+    """--remote-cache, else $BUILDPLANE_REMOTE_CACHE, else the topology's modes.<mode>.cache."""
+    setting = topo.mode(mode).cache
+    if opts.remote_cache:
+        on, source = True, "--remote-cache"
+    elif environ.get(REMOTE_CACHE_ENV) is not None:
+        raw = environ[REMOTE_CACHE_ENV].strip().lower()
+        if raw not in _TRUE + _FALSE:
+            raise BadInput(f"${REMOTE_CACHE_ENV}={environ[REMOTE_CACHE_ENV]!r}: valid: true or false")
+        on, source = raw in _TRUE, f"${REMOTE_CACHE_ENV}"
+    else:
+        return CacheChoice(setting.import_, setting.export, f"modes.{mode}.cache in {topo.source}")
+    if on and not topo.registries.cache:
+        raise BadInput(f"{topo.source}: registries.cache: not set, so {source} has no cache to use; "
+                       "add registries.cache")
+    return CacheChoice(on, on, source)
 
 
 @dataclass(frozen=True)
@@ -47,6 +83,8 @@ class Step:
             out["cache_scope"] = self.spec.cache_scope
             out["inputs_digest"] = self.spec.inputs.digest
             out["fresh_check"] = f"HEAD {self.spec.content_ref} in the final registry; build and push only if missing"
+            out["image"] = self.spec.ref
+            out["tag"] = f"{self.spec.ref}: added registry-side, a manifest copy of {self.spec.content_ref} (no second push)"
         elif isinstance(self.spec, ReleaseSpec):
             out["argv"] = self.spec.argv(digest_placeholder)
             out["applied"] = not self.spec.render_only
@@ -59,8 +97,8 @@ class Step:
             for app in self.spec.apps:
                 out["http"] += [f"GET {base}/api/v1/applications/{app}?refresh=normal",
                                 f"POST {base}/api/v1/applications/{app}/sync (only when not Synced+Healthy)"]
-        elif isinstance(self.spec, list):
-            out["argv"] = list(self.spec)
+        elif isinstance(self.spec, StopTiltSpec):
+            out["action"] = self.spec.action()
         if self.note:
             out["note"] = self.note
         return out
@@ -120,22 +158,22 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     base = base or Path.cwd()
     environ = os.environ if environ is None else environ
     if opts.mode == "deploy":
-        return _deploy_plan(topo, opts, runner)
+        return _deploy_plan(topo, opts, runner, state_dir or STATE_DIR)
     mode = topo.mode(opts.mode)
     if opts.build_only and opts.apply:
         raise BadInput("--build-only and --apply contradict each other; pick one")
     targets = select_targets(topo, opts.targets)
     plan = Plan(mode=opts.mode, targets=targets, namespace=opts.namespace or mode.namespace)
 
-    releasing = not opts.build_only and (opts.mode == "dev" and mode.release or opts.mode == "staging" and opts.apply)
+    releasing = not opts.build_only and releases(opts, mode.release)
     if releasing:
-        if opts.mode == "staging":
-            guards.check_staging_apply(opts.mode, opts.apply)
         guards.check_release_namespace(topo, opts.mode, plan.namespace)
         plan.kube_context = resolve(opts.kube_context, environ)
         guards.check_kube_context(topo, plan.kube_context)
     elif opts.mode == "staging" and not opts.build_only:
-        plan.notes.append("staging builds only; pass --apply to release into " + mode.namespace)
+        plan.notes.append("staging builds only; name a target (or pass --apply) to release it into " + mode.namespace)
+    cache_on = cache_choice(topo, opts.mode, opts, environ)
+    plan.notes.append(cache_on.sentence(opts.mode))
 
     state = state_dir or (STATE_DIR if base == Path.cwd() else base / STATE_DIR)
     cache = StatCache.open(state / "statcache.json")
@@ -153,7 +191,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
             target=name, mode=opts.mode, context=context, dockerfile=dockerfile, build_target=t.build_target,
             build_args=args, platform=t.platform, network=topo.builder.network, repo=repo, tag=tag,
             content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
-            cache_from=cref if mode.cache.import_ else None, cache_to=cref if mode.cache.export else None,
+            cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
             metadata_file=state / "builds" / f"{opts.mode}-{name}.json", inputs=inputs,
         )
         plan.steps.append(Step(f"build:{name}", "build", name, build))
@@ -165,7 +203,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
             rel = ReleaseSpec(
                 target=name, mode=opts.mode, release=contract.release_name(topo, name), chart=project_path(base, t.chart),
                 namespace=plan.namespace, kube_context=ctx.name if ctx else None,
-                values=tuple(project_path(base, v) for v in t.values), repo=repo, timeout=mode.helm_timeout,
+                values=tuple(project_path(base, v) for v in t.values_for(opts.mode)), repo=repo, timeout=mode.helm_timeout,
                 history_max=mode.history_max, helm_major=helm_major, render_only=render,
             )
             note = "no allowed kube context is reachable: rendered with helm template, not applied" if render else (
@@ -178,7 +216,15 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     return plan
 
 
-def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
+def releases(opts: Options, dev_release: bool) -> bool:
+    """Dev releases as its topology says; staging only on request: --apply, or naming the targets
+    (`make staging-mode TILT_ARGS=runtime` is the explicit ask for a live check of runtime)."""
+    if opts.mode == "staging":
+        return opts.apply or bool(opts.targets)
+    return dev_release
+
+
+def _deploy_plan(topo: Topology, opts: Options, runner: Runner, state_dir: Path) -> Plan:
     if topo.modes.deploy is None:
         raise BadInput(f"{topo.source}: modes.deploy: not defined; add modes.deploy.argo with server and apps")
     if opts.targets or opts.build_only or opts.apply:
@@ -186,15 +232,10 @@ def _deploy_plan(topo: Topology, opts: Options, runner: Runner) -> Plan:
     argo = topo.modes.deploy.argo
     plan = Plan(mode="deploy", targets=list(argo.apps), namespace=topo.modes.deploy.namespace,
                 revision=git_sha(runner, Path.cwd()))
-    try:
-        runner.which("tilt")
-        plan.steps.append(Step("stop-tilt", "stop-tilt", None, ["tilt", "down"]))
-    except Missing:
-        plan.notes.append(TILT_NOT_INSTALLED)
+    plan.steps.append(Step("stop-tilt", "stop-tilt", None, StopTiltSpec(state_dir / "tilt.json")))
     plan.steps.append(Step("handback", "handback", None, HandbackSpec(
         argo.server, argo.apps, opts.timeout_s or argo.timeout_s, argo.prune, argo.token_env, argo.username_env,
-        argo.password_env, argo.ca_file, argo.poll_s),
-                           after=("stop-tilt",) if plan.steps else ()))
+        argo.password_env, argo.ca_file, argo.poll_s), after=("stop-tilt",)))
     return plan
 
 

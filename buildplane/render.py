@@ -17,8 +17,12 @@ def plan_text(plan: Plan, topology_name: str) -> str:
         lines.append(f"  {i}. {step.id}{after}")
         if "fresh_check" in d:
             lines.append(f"     skip when fresh: {d['fresh_check']}")
+        if "action" in d:
+            lines.append(f"     {d['action']}")
         if "argv" in d:
             lines.append(f"     $ {quote(d['argv'])}")
+        if "tag" in d:
+            lines.append(f"     then {d['tag']}")
         for call in d.get("http", []):
             lines.append(f"     {call}")
         if step.note:

@@ -12,7 +12,7 @@ ALWAYS_IGNORE = [".buildplane", "output", ".git", ".venv", "**/__pycache__"]
 def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
     resources = []
     for name, t in topo.targets.items():
-        deps = [t.context, t.dockerfile] + ([t.chart] if t.chart else []) + list(t.values)
+        deps = [t.context, t.dockerfile] + ([t.chart] if t.chart else []) + list(t.all_values())
         resources.append({
             "name": name,
             "args": ["up", "--mode", "dev", name],
@@ -23,6 +23,7 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
             "flag": name if t.optional else None,
             "trigger": "auto",
             "auto_init": True,
+            "builds": True,  # takes --remote-cache (Tilt's --remote_cache flag)
         })
     for name, t in topo.targets.items():
         if t.browser:
@@ -35,7 +36,7 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
     if topo.modes.staging is not None:
         resources.append({"name": "staging-mode", "args": ["up", "--mode", "staging", "--build-only"], "deps": [],
                           "ignore": [], "labels": ["mode"], "optional": False, "flag": None, "trigger": "manual",
-                          "auto_init": False})
+                          "auto_init": False, "builds": True})
     if topo.modes.deploy is not None:
         resources.append({"name": "deploy-mode", "args": ["handback"], "deps": [], "ignore": [], "labels": ["mode"],
                           "optional": False, "flag": None, "trigger": "manual", "auto_init": False})

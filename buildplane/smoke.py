@@ -11,7 +11,7 @@ from .engine import RunSummary, TargetOutcome
 from .errors import BadInput
 from .plan import Plan, Step, select_targets
 from .specs import SmokeSpec
-from .steps.browser import browser_smoke, find_chromium
+from .steps.browser import browser_smoke, find_chromium, require_playwright
 from .steps.result import StepResult
 from .steps.smoke import run_route_smoke
 from .telemetry.reporter import Reporter
@@ -38,6 +38,8 @@ def run_smoke(topo: Topology, names: tuple[str, ...], *, browser: bool, deadline
               log: Callable[[str], None]) -> RunSummary:
     targets = smoke_targets(topo, names, browser)
     chromium = find_chromium() if browser else None  # exit 4 before anything runs
+    if browser:
+        require_playwright()
     plan = Plan(mode="dev", targets=targets)
     summary = RunSummary("dev", uuid.uuid4().hex[:16], "succeeded", 0.0)
     started = time.monotonic()

@@ -67,7 +67,10 @@ class BuildSpec:
             argv += ["--platform", self.platform]
         if self.network:
             argv += ["--network", self.network]
-        argv += ["--tag", self.ref, "--tag", self.content_ref, str(self.context)]
+        # One tag leaves the builder: two tags of one manifest pushed at once race on a filesystem-backed
+        # registry (HEAD answers 500 while the shared revision link is rewritten). The content tag goes
+        # first, so a run cut short after the push is still found fresh; the mode tag is added registry-side.
+        argv += ["--tag", self.content_ref, str(self.context)]
         return argv
 
 
@@ -120,3 +123,12 @@ class HandbackSpec:
     password_env: str | None = None
     ca_file: str | None = None
     poll_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class StopTiltSpec:
+    record: Path  # where `buildplane tilt up` recorded the process it became
+
+    def action(self) -> str:
+        return (f"stop the Tilt process recorded in {self.record} by `buildplane tilt up` "
+                "(TERM, then KILL after 10s), if it still runs")

@@ -45,7 +45,7 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state_dir: P
         image_changed = shown_paths(context, changed_files(before, inputs.files, limit=4)) if before is not None else []
         if not image_changed:
             image_changed = [f"build args or Dockerfile settings of {name}"]
-    chart, values = release_files(project_path(base, t.chart), tuple(project_path(base, v) for v in t.values), cache)
+    chart, values = release_files(project_path(base, t.chart), tuple(project_path(base, v) for v in t.values_for(mode)), cache)
     release_changed = [f"{t.chart}/{n}" for n in changed_files(record.get("chart_files") or {}, chart, limit=4)]
     release_changed += changed_files(record.get("values_files") or {}, values, limit=4)
     changed = image_changed + release_changed

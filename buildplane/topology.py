@@ -52,6 +52,13 @@ class BrowserCheck(_Model):
     selector: str = "body"
 
 
+class ModeValues(_Model):
+    """Values files for one mode, used instead of `values` there (e.g. staging sizing)."""
+
+    dev: tuple[str, ...] | None = None
+    staging: tuple[str, ...] | None = None
+
+
 class Target(_Model):
     context: str = "."
     dockerfile: str
@@ -61,10 +68,21 @@ class Target(_Model):
     chart: str | None = None
     release: str | None = None
     values: tuple[str, ...] = ()
+    mode_values: ModeValues = ModeValues()
     smoke: tuple[SmokeRoute, ...] = ()
     browser: BrowserCheck | None = None
     optional: bool = False
     platform: str | None = None
+
+    def values_for(self, mode: str) -> tuple[str, ...]:
+        """The values files a release in `mode` gets: `mode_values.<mode>` when set, else `values`."""
+        own = getattr(self.mode_values, mode, None)
+        return self.values if own is None else own
+
+    def all_values(self) -> tuple[str, ...]:
+        """Every values file of every mode (release inputs for Tilt's deps and `explain`)."""
+        files = [*self.values, *(self.mode_values.dev or ()), *(self.mode_values.staging or ())]
+        return tuple(dict.fromkeys(files))
 
 
 class CacheSetting(_Model):
@@ -263,6 +281,17 @@ def _resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _check_values(doc: Document, tloc: tuple, target: Target, base: Path) -> None:
+    lists = [(("values",), target.values)] + [(("mode_values", m), getattr(target.mode_values, m) or ())
+                                             for m in BUILD_MODES]
+    for key, files in lists:
+        for i, values in enumerate(files):
+            if not _resolve(base, values).is_file():
+                raise _fail(doc, tloc + key + (i,), f"values file {values} does not exist")
+        if files and target.chart is None:
+            raise _fail(doc, tloc + key, f"values need a chart; add targets.{tloc[1]}.chart")
+
+
 def _check_semantics(doc: Document, topo: Topology, base: Path) -> None:
     for name, target in topo.targets.items():
         tloc = ("targets", name)
@@ -280,11 +309,7 @@ def _check_semantics(doc: Document, topo: Topology, base: Path) -> None:
             chart = _resolve(base, target.chart)
             if not (chart / "Chart.yaml").is_file():
                 raise _fail(doc, tloc + ("chart",), f"{chart} is not a chart directory (no Chart.yaml); give the chart's directory")
-        for i, values in enumerate(target.values):
-            if not _resolve(base, values).is_file():
-                raise _fail(doc, tloc + ("values", i), f"values file {values} does not exist")
-        if target.values and target.chart is None:
-            raise _fail(doc, tloc + ("values",), "values need a chart; add targets.{}.chart".format(name))
+        _check_values(doc, tloc, target, base)
         for i, route in enumerate(target.smoke):
             if not route.url.startswith(("http://", "https://")):
                 raise _fail(doc, tloc + ("smoke", i, "url"), f"{route.url!r} is not an http(s) URL")

@@ -1,6 +1,6 @@
 """An Argo CD stand-in served over HTTP on loopback, held to Argo CD's own API description.
 
-Every request is matched to a path and method of ../shared/argo-cd/swagger.json, its query
+Every request is matched to a path and method of Argo CD's swagger.json (tests/contracts/), its query
 parameters must be declared there and its body must validate against the declared schema; every
 response body validates against the declared response schema. Both are validated strictly (no
 field the swagger does not declare), so neither the client nor the stand-in can drift from the
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 
-SWAGGER = Path(__file__).resolve().parents[2] / "shared" / "argo-cd" / "swagger.json"
+SWAGGER = Path(__file__).resolve().parent / "contracts" / "argo-cd-swagger.json"
 
 
 def strict_definitions(swagger: dict) -> dict:

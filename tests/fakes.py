@@ -12,8 +12,14 @@ argv = sys.argv[1:]
 rules = json.load(open({rules!r}))
 with open({log!r}, "a") as fh:
     fh.write(json.dumps([{name!r}] + argv) + "\\n")
-for rule in rules:
+for index, rule in enumerate(rules):
     if argv[:len(rule["prefix"])] == rule["prefix"]:
+        if rule.get("times") is not None:  # a rule for the first N matching calls only
+            counter = {rules!r} + f".{{index}}.count"
+            used = int(open(counter).read()) if os.path.exists(counter) else 0
+            if used >= rule["times"]:
+                continue
+            open(counter, "w").write(str(used + 1))
         if rule.get("stdout"):
             sys.stdout.write(rule["stdout"])
         if rule.get("stderr"):
@@ -23,6 +29,16 @@ for rule in rules:
             open(argv[i + 1], "w").write(json.dumps({{"containerimage.digest": rule["write_metadata"]}}))
         if rule.get("sleep"):
             time.sleep(rule["sleep"])
+        if rule.get("until_signalled"):  # a long-running tool (tilt up): runs until TERM (or KILL)
+            import signal
+            def on_term(signum, frame):
+                with open({log!r}, "a") as fh:
+                    fh.write(json.dumps([{name!r}, "<SIGTERM>"]) + "\\n")
+                if not rule.get("ignore_term"):
+                    sys.exit(0)
+            signal.signal(signal.SIGTERM, on_term)
+            while True:
+                time.sleep(0.05)
         sys.exit(rule.get("exit", 0))
 sys.stderr.write("fake {name}: unexpected call: " + " ".join(argv) + "\\n")
 sys.exit(97)

@@ -65,10 +65,39 @@ def _hpas(docs):
 def test_runtime_components_are_switchable_with_their_hpas(helm):
     docs = template(helm, "fractalops-runtime", extra=("--set", "agentServer.enabled=true"))
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    assert ("Deployment", "rel-api") in kinds and ("Deployment", "rel-worker") in kinds and ("Deployment", "rel-agent-server") in kinds
-    assert _hpas(docs) == {"rel-api": (2, 6), "rel-worker": (1, 4)}
+    assert {("Deployment", "fractalops-api"), ("Deployment", "fractalops-worker"),
+            ("Deployment", "fractalops-agent-server")} <= set(kinds)
+    assert _hpas(docs) == {"fractalops-api": (2, 6), "fractalops-worker": (1, 4)}
     only_worker = template(helm, "fractalops-runtime", "values-worker.yaml")
-    assert [d["metadata"]["name"] for d in only_worker if d["kind"] == "Deployment"] == ["rel-worker"]
+    assert [d["metadata"]["name"] for d in only_worker if d["kind"] == "Deployment"] == ["fractalops-worker"]
+    # An empty prefix names the workloads after the release, for a second copy beside the canonical one.
+    by_release = template(helm, "fractalops-runtime", extra=("--set", "namePrefix="))
+    assert _hpas(by_release) == {"rel-api": (2, 6), "rel-worker": (1, 4)}
+
+
+def test_lxc_pve_lab_releases_carry_the_documents_workload_names(helm, monkeypatch):
+    """Rendered with the lxc-pve-lab topology's release names and values files, the Deployments and HPAs
+    are the FractalOps document's (and Argo CD's app) names: fractalops-api 2-6, -portal 1-4, -worker 1-4."""
+    from buildplane.contract import release_name
+    from buildplane.topology import load
+
+    monkeypatch.chdir(ROOT)
+    topo = load("ops/infra/topology/lxc-pve-lab.yaml")
+    deployments, hpas = set(), {}
+    for name in ("runtime", "portal", "worker"):
+        t = topo.targets[name]
+        argv = [helm, "template", release_name(topo, name), t.chart, "--namespace", topo.modes.dev.namespace]
+        for v in t.values:
+            argv += ["-f", v]
+        argv += ["--set", f"image.repository={REPO}", "--set", f"image.digest={DIGEST}"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        deployments |= {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+        hpas.update(_hpas(docs))
+    assert deployments == {"fractalops-api", "fractalops-portal", "fractalops-worker"}
+    assert hpas == {"fractalops-api": (2, 6), "fractalops-portal": (1, 4), "fractalops-worker": (1, 4)}
+    assert set(topo.modes.deploy.argo.apps) == deployments
 
 
 def test_portal_hpa(helm):

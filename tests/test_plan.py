@@ -32,7 +32,7 @@ def plan_json(run_cli, *args):
 
 
 def test_dev_plan_buildx_uses_the_mode_cache_ref(at_root, run_cli):
-    plan = plan_json(run_cli, "--mode", "dev", "runtime", "--kube-context", "lxc-pve-lab")
+    plan = plan_json(run_cli, "--mode", "dev", "runtime", "--kube-context", "lxc-pve-lab", "--remote-cache")
     build = plan["steps"][0]
     argv = build["argv"]
     ref = "nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime"
@@ -42,8 +42,25 @@ def test_dev_plan_buildx_uses_the_mode_cache_ref(at_root, run_cli):
     assert argv[argv.index("--target") + 1] == "runtime"
     assert "BASE_REGISTRY=nexus.nexus.svc:8083" in argv
     tags = [argv[i + 1] for i, a in enumerate(argv) if a == "--tag"]
-    assert all(t.startswith("ghcr.io/yamonco/fractalops-runtime:") for t in tags)
-    assert any(t.split(":")[-1].startswith("bp-") for t in tags)
+    assert len(tags) == 1 and tags[0].startswith("ghcr.io/yamonco/fractalops-runtime:bp-")  # one push per image
+    assert "registry build cache for dev: import + export (from --remote-cache)" in plan["notes"]
+
+
+def test_lxc_pve_lab_dev_cache_is_off_with_one_switch_to_turn_it_on(at_root, run_cli, monkeypatch):
+    plan = plan_json(run_cli, "--mode", "dev", "runtime", "--build-only")
+    argv = plan["steps"][0]["argv"]
+    assert "--cache-from" not in argv and "--cache-to" not in argv
+    note = next(n for n in plan["notes"] if n.startswith("registry build cache for dev"))
+    assert note.startswith("registry build cache for dev: off (from modes.dev.cache in ops/infra/topology/lxc-pve-lab.yaml)")
+    assert "--remote-cache" in note and "BUILDPLANE_REMOTE_CACHE=true" in note and "--remote_cache" in note
+    monkeypatch.setenv("BUILDPLANE_REMOTE_CACHE", "true")
+    argv = plan_json(run_cli, "--mode", "dev", "runtime", "--build-only")["steps"][0]["argv"]
+    assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime" in argv
+    text = run_cli("--topology", LAB, "plan", "--mode", "dev", "runtime", "--build-only").out
+    assert "note: registry build cache for dev: import + export (from $BUILDPLANE_REMOTE_CACHE)" in text
+    monkeypatch.setenv("BUILDPLANE_REMOTE_CACHE", "sometimes")
+    bad = run_cli("--topology", LAB, "plan", "--mode", "dev")
+    assert bad.code == 2 and "$BUILDPLANE_REMOTE_CACHE='sometimes': valid: true or false" in bad.err
 
 
 def test_dev_plan_helm_targets_dev_namespace_with_allowed_context(at_root, run_cli):
@@ -58,13 +75,12 @@ def test_dev_plan_helm_targets_dev_namespace_with_allowed_context(at_root, run_c
 
 
 def test_staging_plan_uses_staging_cache_scope_and_no_release(at_root, run_cli):
-    plan = plan_json(run_cli, "--mode", "staging", "portal")
-    assert [s["kind"] for s in plan["steps"]] == ["build"]
-    argv = plan["steps"][0]["argv"]
+    plan = plan_json(run_cli, "--mode", "staging")
+    assert [s["kind"] for s in plan["steps"]] == ["build", "build"] and plan["targets"] == ["runtime", "portal"]
+    argv = plan["steps"][1]["argv"]
     assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/staging/portal" in argv
-    assert any("--apply" in n for n in plan["notes"])
-    tag = [argv[i + 1] for i, a in enumerate(argv) if a == "--tag"][0]
-    assert tag.split(":")[-1].startswith("staging-")
+    assert any("name a target (or pass --apply)" in n for n in plan["notes"])
+    assert plan["steps"][1]["image"].split(":")[-1].startswith("staging-")
 
 
 def test_dev_without_cache_has_no_cache_flags(at_root, run_cli, tmp_path):
@@ -159,3 +175,15 @@ def test_every_command_has_help_with_an_example(run_cli):
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, p in sub.choices.items():
         assert "example:" in p.format_help(), name
+
+
+def test_staging_naming_a_target_releases_it_with_its_staging_values(at_root, run_cli):
+    """`make staging-mode TILT_ARGS=runtime`: the explicit ask for a live check of runtime, in staging."""
+    plan = plan_json(run_cli, "--mode", "staging", "runtime", "--kube-context", "lxc-pve-lab")
+    release = next(s for s in plan["steps"] if s["kind"] == "release")
+    argv = release["argv"]
+    assert argv[argv.index("--namespace") + 1] == "fractalops-staging"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-f"] == ["charts/fractalops-runtime/values-staging.yaml"]
+    assert [s["kind"] for s in plan_json(run_cli, "--mode", "staging", "runtime", "--build-only")["steps"]] == ["build"]
+    refused = run_cli("--topology", LAB, "plan", "--mode", "staging", "runtime", "--namespace", "fractalops")
+    assert refused.code == 3 and "protected-namespace" in refused.err

@@ -7,12 +7,15 @@ import socket
 import stat
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import run_process
 from lab import final_auth, lab_env, make_app, manifest_exists, process_env, prune_builder
+from registry_proxy import RegistryProxy
 
 pytestmark = pytest.mark.real
 
@@ -50,7 +53,6 @@ def test_cold_build_exports_cache_and_pushes_digest(lab, built):
         meta = json.loads((app / ".buildplane/builds" / f"dev-{target}.json").read_text())
         assert t["digest"] == meta["containerimage.digest"]
         assert manifest_exists(t["image"], final_auth(lab))
-        import httpx
         repo_tag = t["image"].split("/", 1)[1]
         repo, tag = repo_tag.rsplit(":", 1)
         head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=final_auth(lab), headers={
@@ -157,3 +159,56 @@ def test_blackholed_registry_times_out(lab, tmp_path):
         for c in held:
             c.close()
         srv.close()
+
+
+def unique() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def _tags_of(seen, verb="PUT") -> list[str]:
+    return [path.rsplit("/manifests/", 1)[1] for method, path, status in seen
+            if method == verb and "/manifests/" in path and status in (200, 201) and "/manifests/sha256:" not in path]
+
+
+def test_one_push_per_image_the_mode_tag_added_registry_side(lab, tmp_path):
+    """The builder pushes one tag (the content tag); the mode tag is a manifest copy of the same digest."""
+    with RegistryProxy(lab["final"], auth=final_auth(lab)) as proxy:
+        repo = f"{unique()}/fractalops-portal"
+        app, _ = make_app(tmp_path / "app", lab, final=f"{proxy.address}/{repo.split('/')[0]}", cache=False)
+        res, summary = up(app, lab, "portal")
+        assert res.code == 0, res.err
+        put = _tags_of(proxy.seen)
+    t = summary["targets"]["portal"]
+    mode_tag = t["image"].rsplit(":", 1)[1]
+    content_tag = next(p for p in put if p.startswith("bp-"))
+    # The builder pushed the content tag only (buildx 0.13 sends it more than once, one after the other);
+    # the mode tag was written once, by buildplane, after the builder was done.
+    assert set(put) == {content_tag, mode_tag} and put.count(mode_tag) == 1 and put[-1] == mode_tag
+    auth = final_auth(lab)
+    for tag in put:
+        head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=auth,
+                          headers={"Accept": "application/vnd.oci.image.index.v1+json, "
+                                             "application/vnd.oci.image.manifest.v1+json"})
+        assert head.status_code == 200 and head.headers["docker-content-digest"] == t["digest"]
+
+
+def test_a_registry_500_during_the_push_is_retried(lab, tmp_path):
+    # BuildKit tries a manifest PUT 4 times itself; a fifth 500 would be the registry still failing.
+    with RegistryProxy(lab["final"], auth=final_auth(lab)) as proxy:
+        proxy.fail("PUT", r"/manifests/bp-", 500, times=4)
+        app, _ = make_app(tmp_path / "app", lab, final=f"{proxy.address}/{unique()}", cache=False)
+        res, summary = up(app, lab, "portal")
+    assert res.code == 0, res.err
+    assert f"registry {proxy.address} answered 500 Internal Server Error during the push; trying again" in res.err
+    assert summary["targets"]["portal"]["build"] == "built"
+
+
+def test_a_registry_that_keeps_failing_the_push_is_named_with_its_status(lab, tmp_path):
+    with RegistryProxy(lab["final"], auth=final_auth(lab)) as proxy:
+        proxy.fail("PUT", r"/manifests/bp-", 503, times=100)
+        app, _ = make_app(tmp_path / "app", lab, final=f"{proxy.address}/{unique()}", cache=False)
+        res, summary = up(app, lab, "portal")
+    assert res.code == 1, res.err
+    last = res.err.strip().splitlines()[-1]
+    assert f"the push to registry {proxy.address} failed 3 times, last with 503 Service Unavailable" in last
+    assert summary["targets"]["portal"]["build"] == "failed"

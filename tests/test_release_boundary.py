@@ -1,10 +1,13 @@
 """Releases at the tool boundary: fake helm, kubectl and docker record argv and fail on unexpected calls."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
+from buildplane.commands import outcome_lines
 from buildplane.engine import Engine
 from buildplane.errors import Refused
 from buildplane.plan import Options, make_plan
@@ -14,6 +17,7 @@ from buildplane.tools import helm as helm_tool
 from buildplane.tools.registry import RegistryClient
 from buildplane.tools.run import Runner
 from buildplane.topology import load
+from conftest import run_process
 from fakes import FakeTool
 from test_build_boundary import DIGEST, registry_stub
 
@@ -32,10 +36,12 @@ def tools(workspace, tmp_path, monkeypatch):
     return {"bin": bin_dir, "docker": docker, "helm": helm, "kubectl": kubectl}
 
 
-def up(tools, *, mode="dev", targets=("api",), apply=False, force=False, namespace=None, reporter=None, smoke_runner=None):
+def up(tools, *, mode="dev", targets=("api",), apply=False, force=False, namespace=None, reporter=None, smoke_runner=None,
+       build_only=False):
     topo = load("topology.yaml")
     runner = Runner(extra_path=[str(tools["bin"])])
-    plan = make_plan(topo, Options(mode=mode, targets=targets, apply=apply, force=force, namespace=namespace), runner=runner)
+    plan = make_plan(topo, Options(mode=mode, targets=targets, apply=apply, force=force, namespace=namespace,
+                                   build_only=build_only), runner=runner)
     client, _ = registry_stub(set())
     env = BuildEnv(runner=runner, registry=RegistryClient(client=client), state_dir=Path(".buildplane"), log=lambda m: None,
                    force=force)
@@ -73,8 +79,31 @@ def test_staging_apply_releases_into_the_staging_namespace(tools):
 
 
 def test_staging_without_apply_calls_no_helm(tools):
-    assert up(tools, mode="staging").exit_code == 0
+    assert up(tools, mode="staging", targets=()).exit_code == 0
     assert upgrades(tools["helm"]) == []
+    assert up(tools, mode="staging", build_only=True).exit_code == 0
+    assert upgrades(tools["helm"]) == []
+
+
+def test_staging_named_target_releases_with_staging_values_and_says_so(tools, workspace):
+    (workspace / "chart/values-staging.yaml").write_text("replicas: 2\n")
+    text = (workspace / "topology.yaml").read_text().replace(
+        "values: [chart/values-dev.yaml]", "values: [chart/values-dev.yaml]\n    mode_values: {staging: [chart/values-staging.yaml]}")
+    (workspace / "topology.yaml").write_text(text)
+    env = {"PATH": f"{tools['bin']}:{os.environ['PATH']}", "KUBECONFIG": os.environ["KUBECONFIG"],
+           "BUILDPLANE_STATE_DIR": str(workspace / "state")}
+    # The registry is down here, so the build fails fast; the plan and the refusal are what matter.
+    plan = run_process(["--topology", "topology.yaml", "plan", "--mode", "staging", "api", "--json"], workspace, env)
+    release = next(s for s in json.loads(plan.out)["steps"] if s["kind"] == "release")
+    assert release["argv"][:4] == ["helm", "upgrade", "--install", "demo-api"]
+    assert release["argv"][release["argv"].index("--namespace") + 1] == "demo-staging"
+    assert "chart/values-staging.yaml" in release["argv"] and "chart/values-dev.yaml" not in release["argv"]
+    summary = up(tools, mode="staging")
+    assert summary.exit_code == 0, summary.error
+    assert upgrades(tools["helm"])[0][4:6] == ["--namespace", "demo-staging"]
+    lines = outcome_lines(summary.to_json(), "demo-staging")
+    assert lines == [f"api: build built, released into demo-staging (revision 7), smoke skipped — "
+                     f"{summary.to_json()['targets']['api']['image']}"]
 
 
 def test_second_identical_up_calls_no_helm_upgrade(tools):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import missing_component
+from conftest import ROOT, missing_component, run_process
 from fakes import FakeTool
 from test_build_boundary import DIGEST
 from test_release_boundary import up
@@ -211,3 +212,26 @@ def test_no_chromium_is_exit_4_with_the_fix(workspace, run_cli, monkeypatch):
     assert "no Chromium found" in res.err and "BUILDPLANE_CHROMIUM" in res.err
     monkeypatch.setenv("BUILDPLANE_CHROMIUM", "/nonexistent/chrome")
     assert "is not an executable file" in run_cli("--topology", "topology.yaml", "smoke", "--browser").err
+
+
+def test_no_playwright_is_exit_4_with_the_fix_never_a_traceback(workspace, tmp_path):
+    """As after a plain install where Playwright cannot be imported: one line, exit 4, nothing started."""
+    shadow = tmp_path / "shadow" / "playwright"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'playwright'\", name='playwright')\n")
+    browser_topology("http://127.0.0.1:9/")
+    env = {"PYTHONPATH": f"{shadow.parent}{os.pathsep}{ROOT}", "BUILDPLANE_CHROMIUM": "/bin/true",
+           "BUILDPLANE_STATE_DIR": str(tmp_path / "state")}
+    res = run_process(["--topology", "topology.yaml", "smoke", "--browser", "web"], workspace, env)
+    assert res.code == 4, res.err
+    assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
+    assert "needs Playwright" in res.err and "make install" in res.err
+    assert not (tmp_path / "state" / "events.jsonl").exists()  # refused before the run began
+
+
+def test_a_chromium_that_does_not_start_is_exit_4(workspace, tmp_path):
+    browser_topology("http://127.0.0.1:9/")
+    env = {"BUILDPLANE_CHROMIUM": "/bin/false", "BUILDPLANE_STATE_DIR": str(tmp_path / "state")}
+    res = run_process(["--topology", "topology.yaml", "smoke", "--browser", "web", "--deadline", "2"], workspace, env)
+    assert res.code == 4, res.err
+    assert "Traceback" not in res.err and "Chromium at /bin/false did not start" in res.err

@@ -74,12 +74,13 @@ def test_otel_service_name_wins_over_the_topology(tools):  # noqa: F811
 @pytest.fixture
 def clickhouse(tmp_path):
     with ChdbHttp(str(tmp_path / "chdb"), user="bp", password="ch-pass-not-printed") as ch:
-        ch.session.query("CREATE DATABASE IF NOT EXISTS fractalops")
+        # The FractalOps document's example: database `warehouse`, and the table left to its default.
+        ch.session.query("CREATE DATABASE IF NOT EXISTS warehouse")
         ddl = (ROOT / "ops/telemetry/clickhouse/build_events.sql").read_text()
-        ch.session.query(ddl.format(database="fractalops", table="build_plane_events"))
+        ch.session.query(ddl.format(database="warehouse", table="build_events"))
         host_port = ch.url.removeprefix("http://")
         yield ch, {"FRACTALOPS_BUILD_EVENTS_ENABLED": "true", "FRACTALOPS_CLICKHOUSE_HOST_PORT": host_port,
-                   "FRACTALOPS_CLICKHOUSE_DATABASE": "fractalops", "FRACTALOPS_BUILD_EVENTS_TABLE": "build_plane_events",
+                   "FRACTALOPS_CLICKHOUSE_DATABASE": "warehouse",
                    "FRACTALOPS_CLICKHOUSE_USER": "bp", "FRACTALOPS_CLICKHOUSE_PASSWORD": "ch-pass-not-printed"}
 
 
@@ -91,7 +92,7 @@ def test_clickhouse_direct_inserts_and_stats_match_the_local_file(tools, clickho
     Path("ctx/app.txt").write_text("v2\n")
     run_with(tools, env)
     rows = ch.query("SELECT EventName, Target, Step, TaskResult, CachedSteps, TotalSteps, ImageDigest "
-                    "FROM fractalops.build_plane_events ORDER BY Timestamp")
+                    "FROM warehouse.build_events ORDER BY Timestamp")
     assert len(rows) == len(file_events()) == 24
     assert {r["ImageDigest"] for r in rows if r["Step"] == "build" and r["EventName"] == "step.finished"} == {DIGEST}
     for k, v in env.items():
@@ -254,3 +255,11 @@ def test_file_sink_failure_message(tmp_path):
     blocker.write_text("")
     with pytest.raises(SinkError, match="cannot append"):
         FileSink(blocker / "events.jsonl").send([ev.Event("run.started", 1, {})])
+
+
+def test_direct_clickhouse_table_defaults_to_build_events():
+    from buildplane.telemetry.setup import clickhouse_settings
+
+    settings = clickhouse_settings({"FRACTALOPS_CLICKHOUSE_HOST_PORT": "127.0.0.1:8123"})
+    assert settings["table"] == "build_events"
+    assert clickhouse_settings({"FRACTALOPS_CLICKHOUSE_HOST_PORT": "h:1", "FRACTALOPS_BUILD_EVENTS_TABLE": "t"})["table"] == "t"

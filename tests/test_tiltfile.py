@@ -76,6 +76,15 @@ def test_flags_add_optional_targets_and_the_smoke(monkeypatch):
     assert smoke["auto_init"] is True  # so `tilt ci -- --e2e` runs it once after portal
 
 
+def test_remote_cache_flag_reaches_every_building_resource(monkeypatch):
+    plain, flags = evaluate([], monkeypatch)
+    assert "remote_cache" in flags and all("--remote-cache" not in r["cmd"] for r in plain.values())
+    cached, _ = evaluate(["--remote_cache"], monkeypatch)
+    building = {n for n, r in cached.items() if "--remote-cache" in r["cmd"]}
+    assert building == {"runtime", "portal", "staging-mode"}
+    assert cached["runtime"]["cmd"][-5:] == ["up", "--mode", "dev", "runtime", "--remote-cache"]
+
+
 def test_resource_commands_run_against_fakes(monkeypatch, tmp_path):
     """Each app resource's command runs `buildplane up` — against a fake docker that records argv."""
     resources, _ = evaluate([], monkeypatch)
@@ -102,7 +111,7 @@ def test_mode_and_smoke_resources_run_against_fakes(monkeypatch, tmp_path):
 
     resources, _ = evaluate(["--e2e"], monkeypatch)
     bin_dir = tmp_path / "bin"
-    tilt = FakeTool(bin_dir, "tilt").expect("get", "uiresources", exit=1)
+    tilt = FakeTool(bin_dir, "tilt")  # no Tilt was started through buildplane: no call to stop one
     kubectl, helm = FakeTool(bin_dir, "kubectl"), FakeTool(bin_dir, "helm")
     topo_text = (ROOT / "ops/infra/topology/local.yaml").read_text()
     apps = ["fractalops-api", "fractalops-portal", "fractalops-worker"]
@@ -116,7 +125,8 @@ def test_mode_and_smoke_resources_run_against_fakes(monkeypatch, tmp_path):
                              timeout=120)
         assert out.returncode == 0, out.stderr
         assert argo.violations == [] and len(argo.calls("GET")) == 3
-    assert tilt.calls == [["get", "uiresources", "-o", "name"]] and kubectl.calls == [] and helm.calls == []
+    assert tilt.calls == [] and kubectl.calls == [] and helm.calls == []
+    assert "Tilt is not running" in out.stderr
     smoke = subprocess.run(resources["portal-e2e-smoke"]["cmd"] + ["--deadline", "1"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
     if smoke.returncode == 4:  # no Chromium on this machine: the fix is named

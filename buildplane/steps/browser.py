@@ -84,17 +84,35 @@ def _visit(context, url: str, selector: str, timeout_ms: float, screenshot: Path
     return visit
 
 
+def require_playwright():
+    """Playwright's sync entry point; Missing (exit 4, one line) when the package is not importable."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise Missing(f"the browser smoke needs Playwright ({exc.name or 'playwright'} is not importable): "
+                      "`pip install playwright` in buildplane's environment (`make install` does it)") from None
+    return sync_playwright
+
+
+def _launch(pw, profile: str, chromium: str):
+    try:
+        return pw.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
+                                                     args=CHROMIUM_FLAGS, ignore_https_errors=False)
+    except Exception as exc:  # playwright.Error: the binary is there but does not start
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Missing(f"Chromium at {chromium} did not start ({first}); install Debian's chromium "
+                      "or set BUILDPLANE_CHROMIUM to a working Chromium/Chrome binary") from None
+
+
 def browser_smoke(target: str, url: str, selector: str, *, deadline_s: float, chromium: str,
                   screenshot: Path | None = None) -> StepResult:
-    from playwright.sync_api import sync_playwright
-
+    sync_playwright = require_playwright()
     started = time.monotonic()
     shot = screenshot or screenshot_path(target)
     shot.unlink(missing_ok=True)
     attempts, backoff = 0, FIRST_BACKOFF_S
     with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
-                                                        args=CHROMIUM_FLAGS, ignore_https_errors=False)
+        context = _launch(pw, profile, chromium)
         try:
             while True:
                 attempts += 1

@@ -12,10 +12,13 @@ from ..specs import BuildSpec
 from ..statefile import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.registry import RegistryClient
-from ..tools.run import Runner
+from ..errors import StepFailed
+from ..tools.run import CommandFailed, Runner
 from .result import Status, StepResult
 
 BUILD_TIMEOUT_S = 3600.0
+PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
+PUSH_BACKOFF_S = 1.0
 
 
 @dataclass
@@ -28,6 +31,7 @@ class BuildEnv:
     log: Callable[[str], None]
     force: bool = False
     progress: Callable[[str, str], None] | None = None  # (target, line) for live builder output
+    sleep: Callable[[float], None] = time.sleep
     _cache_ok: bool | None = field(default=None, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -97,13 +101,36 @@ def run_build(spec: BuildSpec, env: BuildEnv) -> StepResult:
             env.progress(spec.target, line)
 
     env.log(f"{spec.target}: building ({reason})")
-    env.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line)
+    _build_and_push(spec, env, argv, lines, on_line)
     progress = buildx.parse_progress(lines)
     digest = buildx.read_metadata_digest(spec.metadata_file)
+    if digest:  # the mode tag, added registry-side: the image left the builder once, under its content tag
+        env.registry.copy_tag(spec.content_ref, spec.tag)
     cache_info.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
     facts.update(digest=digest, cache=cache_info, inline_cache=inline)
     _save(env, spec, digest, cache_info)
     return StepResult("build", spec.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+
+def _build_and_push(spec: BuildSpec, env: BuildEnv, argv: list[str], lines: list[str], on_line) -> None:
+    """Run the build; a push the registry broke off (5xx, reset) is tried again, a bounded number of times."""
+    delay = PUSH_BACKOFF_S
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        start = len(lines)
+        try:
+            env.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line)
+            return
+        except CommandFailed as exc:
+            fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())
+            if fault is None:
+                raise
+            if attempt == PUSH_ATTEMPTS:
+                raise StepFailed(f"{spec.target}: the push to registry {fault.registry} failed {attempt} times, "
+                                 f"last with {fault.status} ({fault.url}); check the registry's health and logs") from None
+            env.log(f"{spec.target}: registry {fault.registry} answered {fault.status} during the push; "
+                    f"trying again in {delay:g}s ({attempt}/{PUSH_ATTEMPTS})")
+            env.sleep(delay)
+            delay *= 2
 
 
 def _save(env: BuildEnv, spec: BuildSpec, digest: str | None, cache: dict | None = None) -> None:

@@ -21,7 +21,7 @@ def clickhouse_settings(environ) -> dict:
     if not host:
         raise BadInput("FRACTALOPS_CLICKHOUSE_HOST_PORT is not set; give ClickHouse's HTTP host:port (e.g. 127.0.0.1:8123)")
     return {"host_port": host, "database": environ.get("FRACTALOPS_CLICKHOUSE_DATABASE") or "default",
-            "table": environ.get("FRACTALOPS_BUILD_EVENTS_TABLE") or "build_plane_events",
+            "table": environ.get("FRACTALOPS_BUILD_EVENTS_TABLE") or "build_events",
             "user": environ.get("FRACTALOPS_CLICKHOUSE_USER") or None,
             "password": environ.get("FRACTALOPS_CLICKHOUSE_PASSWORD") or None}
 

@@ -1,4 +1,4 @@
-"""Argo CD's REST API (../shared/argo-cd/swagger.json), the only way deploy mode touches the cluster.
+"""Argo CD's REST API (its swagger.json; the part used is in tests/contracts/), the only way deploy mode touches the cluster.
 
 Auth: a bearer token from the env var the topology names, else a session login with the user/password
 env vars. TLS is verified (optionally against a CA file). Every call has a timeout; 502/503/504 and

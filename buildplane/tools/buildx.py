@@ -13,6 +13,34 @@ _BODY = re.compile(r"^#(\d+) (.*)$")
 _BLOB = re.compile(r"^(sha256:[0-9a-f]{64} [\d.]+[kMG]?B / [\d.]+[kMG]?B|extracting sha256:[0-9a-f]{64}|\.\.\.$)")
 
 
+# A push the registry broke off: BuildKit's "unexpected status from HEAD request to URL: 500 …", or a
+# connection reset / EOF while talking to it. Transient: the same push again usually goes through.
+_PUSH_STATUS = re.compile(r"unexpected status(?: code)? from \w+ request to (\w+://([^/\s]+)/\S*): (5\d\d\b[^\n]*)")
+_PUSH_RESET = re.compile(r'(?:Head|Get|Put|Post|Patch) "(\w+://([^/"]+)/[^"]*)":.*?'
+                         r"(connection reset by peer|broken pipe|unexpected EOF|EOF)\s*$")
+
+
+@dataclass(frozen=True)
+class PushFailure:
+    """A registry fault during the build's push, worth retrying."""
+
+    registry: str  # host[:port]
+    status: str  # "500 Internal Server Error" or "connection reset by peer"
+    url: str
+
+
+def push_failure(lines: list[str]) -> PushFailure | None:
+    """The last transient registry fault in buildx output, or None when the failure was something else."""
+    for line in reversed(lines):
+        m = _PUSH_STATUS.search(line)
+        if m:
+            return PushFailure(m.group(2), m.group(3).strip(), m.group(1))
+        m = _PUSH_RESET.search(line.rstrip())
+        if m:
+            return PushFailure(m.group(2), m.group(3), m.group(1))
+    return None
+
+
 @dataclass(frozen=True)
 class BuildProgress:
     total_steps: int

@@ -11,12 +11,14 @@ import json
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import httpx
 
-from ..errors import Missing
+from ..errors import Missing, StepFailed
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -24,6 +26,10 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
+
+
+class _Reset(Exception):
+    """The connection broke mid-call (reset, EOF): worth one more try."""
 
 
 @dataclass(frozen=True)
@@ -78,16 +84,38 @@ class RegistryClient:
     """Talks to registries with one httpx.Client (injected in tests)."""
 
     def __init__(self, client: httpx.Client | None = None, plain_http: frozenset[str] = frozenset(),
-                 environ=None, timeout: float = 5.0) -> None:
+                 environ=None, timeout: float = 5.0, attempts: int = 3, backoff_s: float = 0.25,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client or httpx.Client(timeout=timeout)
         self.plain_http = plain_http
         self.environ = environ
+        self.attempts, self.backoff_s, self.sleep = attempts, backoff_s, sleep
         self._tokens: dict[tuple[str, str], str] = {}
 
     def _base(self, host: str) -> str:
         return f"{'http' if plain_http_host(host, self.plain_http) else 'https'}://{host}"
 
     def _request(self, method: str, host: str, path: str, scope: str, **kw) -> httpx.Response:
+        """One call, with a bounded retry of what a registry does under load: a 5xx, a connection reset."""
+        delay = self.backoff_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                resp = self._request_once(method, host, path, scope, **kw)
+            except _Reset as exc:
+                if attempt == self.attempts:
+                    raise Missing(f"registry {host} broke off {method} {path} {attempt} times "
+                                  f"({exc.args[0]}); check the registry") from None
+            else:
+                if resp.status_code < 500 or resp.status_code == 501:
+                    return resp
+                if attempt == self.attempts:
+                    raise StepFailed(f"registry {host} answered HTTP {resp.status_code} {resp.reason_phrase} to "
+                                     f"{method} {path} {attempt} times; check the registry's health and logs")
+            self.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, host: str, path: str, scope: str, **kw) -> httpx.Response:
         url = self._base(host) + path
         headers = dict(kw.pop("headers", {}))
         token = self._tokens.get((host, scope))
@@ -102,6 +130,8 @@ class RegistryClient:
                     resp = self.client.request(method, url, headers=headers, **kw)
         except httpx.TimeoutException:
             raise Missing(f"registry {host} did not answer within {self.client.timeout.read}s") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise _Reset(type(exc).__name__) from None
         except httpx.HTTPError as exc:
             raise Missing(f"registry {host} does not answer ({type(exc).__name__}); is it up? (`make lab-up` for the lab)") from None
         if resp.status_code == 401:

@@ -67,7 +67,7 @@ fi
 if [ ! -x "$root/.venv/bin/python" ]; then
   python3 -m venv "$root/.venv"
 fi
-stamp="$root/.venv/.bp-installed"
+stamp="$root/.venv/.bp-test-installed"  # `make install` keeps its own stamp (no test extras)
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   log "pip install -e .[test]"
   "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test]"
