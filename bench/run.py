@@ -125,7 +125,8 @@ def telemetry_cost(app: Path, env: dict) -> dict:
 
 def hot_path_cost(events: int = 2000) -> dict:
     """The run's own thread pays for building an event and offering it to each sink's queue — nothing else."""
-    from buildplane.steps.result import Status, StepResult
+    from buildplane.steps.base import Status, StepResult
+    from buildplane.steps.build import BuildFacts
     from buildplane.telemetry.setup import reporter_from_env
     from telemetry_backends import closed_port_url
 
@@ -133,14 +134,14 @@ def hot_path_cost(events: int = 2000) -> dict:
         mode, targets, revision = "dev", ["runtime"], "abc1234"
 
     class S:
-        kind, target, spec, id = "build", "runtime", None, "build:runtime"
+        kind, target, id, cache_scope = "build", "runtime", "build:runtime", "dev/runtime"
 
-    result = StepResult("build", "runtime", Status.SUCCEEDED, "src/app.py changed", 1.5,
-                        {"digest": "sha256:" + "0" * 64, "cache": {"cached_steps": 3, "total_steps": 4}})
+    facts = BuildFacts("r:t", "r:bp-1", "dev/runtime", {"cached_steps": 3, "total_steps": 4}, "sha256:" + "0" * 64)
+    result = StepResult("build", "runtime", Status.SUCCEEDED, "src/app.py changed", 1.5, facts)
     per_event = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(REPS):
-            reporter = reporter_from_env("bench", Path(tmp), {"OTEL_EXPORTER_OTLP_ENDPOINT": closed_port_url()})
+            reporter = reporter_from_env("bench", Path(tmp) / "events.jsonl", {"OTEL_EXPORTER_OTLP_ENDPOINT": closed_port_url()})
             started = time.perf_counter()
             for _ in range(events // 2):
                 reporter.step_started(P, "run", S)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable
 
-from . import contract
+from .commands import doctor, env, events, explain, handback, plan, resources, smoke, status, tilt, up
 from .errors import BadInput, BuildplaneError
 from .topology import MODES, Topology, load, topology_path
 
@@ -19,14 +18,12 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-_COMMANDS: dict[str, Callable] = {}
-
-
-def command(name: str):
-    def deco(fn):
-        _COMMANDS[name] = fn
-        return fn
-    return deco
+# Each command is one module of buildplane.commands; its `run(args, topology)` returns the exit code.
+COMMANDS: dict[str, Callable] = {
+    "env": env.run, "plan": plan.run, "up": up.run, "resources": resources.run, "smoke": smoke.run,
+    "handback": handback.run, "events": events.run, "status": status.run, "explain": explain.run,
+    "tilt": tilt.run, "doctor": doctor.run,
+}
 
 
 def _sub(subs, name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -71,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topology", metavar="PATH",
                         help="topology YAML (default: $BUILDPLANE_TOPOLOGY, else ops/infra/topology/local.yaml)")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _pipeline_commands(subs)
+    _insight_commands(subs)
+    return parser
 
+
+def _pipeline_commands(subs) -> None:
+    """The commands that run or show a pipeline: env, plan, up, resources, smoke, handback, tilt."""
     p = _sub(subs, "env", "print the BuildPlane contract (registries, cache refs, namespaces) as env exports",
              "eval \"$(buildplane env ops/infra/topology/lxc-pve-lab.yaml --mode dev)\"")
     p.add_argument("path", nargs="?", metavar="PATH", help="topology file (overrides --topology)")
@@ -102,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait per app (default: modes.deploy.argo.timeout_s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    p = _sub(subs, "tilt", "run Tilt so its process can be found and stopped again (up, ci); stop it (down)",
+             "buildplane tilt up -- --worker --e2e")
+    p.add_argument("action", choices=("up", "down", "ci"))
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to `tilt up` / `tilt ci` as they are")
+
+
+def _insight_commands(subs) -> None:
+    """The commands that read what happened: events, status, explain, doctor."""
     p = _sub(subs, "events", "recent Build Plane Events (tail) or cache hit rates and durations (stats)",
              "buildplane events stats --since 7d --html output/build-events.html")
     p.add_argument("action", choices=("tail", "stats"))
@@ -123,13 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files (existing or not) relative to the current directory")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    p = _sub(subs, "tilt", "run Tilt so its process can be found and stopped again (up, ci); stop it (down)",
-             "buildplane tilt up -- --worker --e2e")
-    p.add_argument("action", choices=("up", "down", "ci"))
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to `tilt up` / `tilt ci` as they are")
-
-    p = _sub(subs, "doctor", "check tools, credentials and endpoints, each with a fix hint", "buildplane doctor")
-    return parser
+    _sub(subs, "doctor", "check tools, credentials and endpoints, each with a fix hint", "buildplane doctor")
 
 
 def _topology(args) -> tuple[Topology, Path]:
@@ -147,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             return 2
-        _load_commands()
-        return int(_COMMANDS[args.command](args, _topology) or 0)
+        return int(COMMANDS[args.command](args, _topology) or 0)
     except BuildplaneError as exc:
         print(f"buildplane: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -167,22 +171,6 @@ def _passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
         if not word.startswith("-") and (i == 0 or argv[i - 1] != "--topology"):
             break  # another command: nothing passes through
     return argv, None
-
-
-def _load_commands() -> None:
-    # Imported late so `--help` and bad usage stay fast and need none of the heavy modules.
-    from . import commands  # noqa: F401
-
-
-@command("env")
-def _env(args, topology) -> int:
-    topo, path = topology(args)
-    env = contract.environment(topo, args.mode, path)
-    if args.format == "json":
-        print(json.dumps({v.name: v.value for v in env}, indent=2))
-    else:
-        sys.stdout.write(contract.format_sh(env))
-    return 0
 
 
 if __name__ == "__main__":

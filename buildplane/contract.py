@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from difflib import get_close_matches
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +68,6 @@ def release_name(topo: Topology, target: str) -> str:
     return t.release or t.image.rsplit("/", 1)[-1]
 
 
-def registry_host(ref: str) -> str:
-    """The registry host[:port] of an image or cache ref."""
-    return ref.split("/", 1)[0]
-
-
 def base_image_arg(topo: Topology) -> dict[str, str]:
     """Build arg pointing Dockerfiles at the mirror, so base images come through it."""
     return {"BASE_REGISTRY": topo.registries.mirror} if topo.registries.mirror else {}
@@ -129,10 +125,24 @@ def format_sh(env: list[EnvVar]) -> str:
     return "".join(f"export {v.name}={shlex.quote(v.value)}\n" for v in env)
 
 
+def project_path(base: Path, p: str) -> Path:
+    """A topology path as the run uses it: kept as written when relative to the CWD (plan output stays
+    readable), else resolved against `base`."""
+    path = Path(p)
+    if path.is_absolute() or base == Path.cwd():
+        return path
+    return base / path
+
+
+def select_targets(topo: Topology, names: tuple[str, ...]) -> list[str]:
+    """The named targets (each checked, duplicates dropped), else the non-optional ones."""
+    for name in names:
+        target(topo, name)
+    return list(dict.fromkeys(names)) if names else topo.default_targets()
+
+
 def target(topo: Topology, name: str) -> Target:
     if name not in topo.targets:
-        from difflib import get_close_matches
-
         hint = get_close_matches(name, list(topo.targets), n=1)
         mean = f"did you mean {hint[0]!r}? " if hint else ""
         raise BadInput(f"{topo.source}: targets: no target {name!r}; {mean}valid: {', '.join(topo.targets)}")

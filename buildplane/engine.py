@@ -1,6 +1,10 @@
-"""Runs a Plan: each target's chain (build → release → smoke) in parallel with the others,
-one lock per target so two runs never interleave, the first failure cancels the rest,
-SIGINT/SIGTERM stop every child process and end the run with 130.
+"""The one run loop: every mode's plan — `up`, `smoke`, `handback` — is run here.
+
+A step starts once every step it comes `after` has succeeded (or was fresh); steps with nothing
+between them run in parallel. A step whose predecessor failed does not run. One lock per target
+keeps two runs from interleaving on it. In a fail-fast plan (`up`) the first failure cancels the
+rest; otherwise (smoke, handback) every step runs and each failure is reported. SIGINT/SIGTERM
+stop every child process and end the run with 130. The reporter hears every start and end.
 """
 from __future__ import annotations
 
@@ -9,72 +13,25 @@ import signal
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from typing import Callable
 
-from .errors import BuildplaneError, Interrupted, Missing, StepFailed
-from .freshness import StatCache
-from .plan import Plan, Step
-from .specs import BuildSpec, ReleaseSpec, SmokeSpec
-from .steps.build import BuildEnv, run_build
-from .steps.release import ReleaseEnv, run_release
-from .steps.result import Status, StepResult
+from .errors import BuildplaneError, Interrupted
+from .plan import Plan
+from .state import StateDir
+from .steps.base import RunContext, Status, Step, StepResult
+from .summary import RunSummary
 from .telemetry.reporter import NullReporter, Reporter
 from .tools import run as run_mod
 
-BUILD_STATUS = {Status.SUCCEEDED: "built", Status.FRESH: "fresh", Status.FAILED: "failed", Status.NOT_RUN: "not-run"}
-
-
-@dataclass
-class TargetOutcome:
-    build: StepResult | None = None
-    release: StepResult | None = None
-    smoke: StepResult | None = None
-    error: BuildplaneError | None = None
-
-
-@dataclass
-class RunSummary:
-    mode: str
-    run_id: str
-    outcome: str
-    duration_s: float
-    targets: dict[str, TargetOutcome] = field(default_factory=dict)
-    exit_code: int = 0
-    error: str = ""
-
-    def to_json(self) -> dict:
-        out = {"mode": self.mode, "run_id": self.run_id, "outcome": self.outcome,
-               "duration_s": round(self.duration_s, 3), "targets": {}}
-        for name, t in self.targets.items():
-            b = t.build
-            release = "not-run"
-            if t.release is not None:
-                release = {Status.SUCCEEDED: "applied" if t.release.facts.get("applied") else "rendered",
-                           Status.FRESH: "fresh", Status.FAILED: "failed", Status.NOT_RUN: "not-run"}[t.release.status]
-            out["targets"][name] = {
-                "image": (b.facts.get("image") if b else None),
-                "digest": (b.facts.get("digest") if b else None),
-                "build": BUILD_STATUS[b.status] if b else "not-run",
-                "reason": b.reason if b else "",
-                "cache": (b.facts.get("cache") if b else None) or {"import": False, "export": False,
-                                                                    "cached_steps": 0, "total_steps": 0},
-                "release": release,
-                "revision": t.release.facts.get("revision") if t.release else None,
-                "smoke": ("passed" if t.smoke.ok else "failed") if t.smoke and t.smoke.status != Status.NOT_RUN else "skipped",
-            }
-        if self.error:
-            out["error"] = self.error
-        return out
+POLL_S = 0.02  # the main thread wakes this often, so it stays free to take signals
 
 
 @contextmanager
-def target_lock(state_dir: Path, target: str, log: Callable[[str], None]):
+def target_lock(state: StateDir, target: str, log: Callable[[str], None]):
     """Exclusive per-target lock; a second run waits (polling, so it stays interruptible)."""
-    path = state_dir / "locks" / f"{target}.lock"
+    path = state.lock(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         waited = False
@@ -96,24 +53,17 @@ def target_lock(state_dir: Path, target: str, log: Callable[[str], None]):
 
 
 class Engine:
-    def __init__(self, plan: Plan, *, build_env: BuildEnv, release_env: ReleaseEnv, state_dir: Path,
-                 log: Callable[[str], None], reporter: Reporter | None = None, smoke_runner=None) -> None:
+    def __init__(self, plan: Plan, ctx: RunContext, *, reporter: Reporter | None = None) -> None:
         self.plan = plan
-        self.build_env = build_env
-        self.release_env = release_env
-        self.state_dir = state_dir
-        self.log = log
+        self.ctx = ctx
         self.reporter = reporter or NullReporter()
-        self.smoke_runner = smoke_runner
         self.run_id = uuid.uuid4().hex[:16]
-        self._failed = threading.Event()
+        self._stop = threading.Event()  # set by the first failure of a fail-fast plan
         self._interrupted = threading.Event()
-        self.cache = StatCache.open(state_dir / "statcache-release.json")
 
-    # -- signals ------------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
         self._interrupted.set()
-        self.log(f"received {signal.Signals(signum).name}: stopping child processes")
+        self.ctx.log(f"received {signal.Signals(signum).name}: stopping child processes")
         threading.Thread(target=run_mod.stop_all, daemon=True).start()
 
     def run(self) -> RunSummary:
@@ -123,85 +73,85 @@ class Engine:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
-        summary = RunSummary(self.plan.mode, self.run_id, "succeeded", 0.0)
         self.reporter.run_started(self.plan, self.run_id)
         try:
-            chains: dict[str, list[Step]] = {}
-            for step in self.plan.steps:
-                chains.setdefault(step.target or "", []).append(step)
-            with ThreadPoolExecutor(max_workers=max(1, len(chains)), thread_name_prefix="bp") as pool:
-                futures = {t: pool.submit(self._chain, t, steps) for t, steps in chains.items()}
-                while any(not f.done() for f in futures.values()):
-                    time.sleep(0.02)  # keep the main thread free to take signals
-                for t, f in futures.items():
-                    summary.targets[t] = f.result()
+            with ExitStack() as locks:
+                for name in sorted({s.lock for s in self.plan.steps if s.lock}):
+                    locks.enter_context(target_lock(self.ctx.state, name, self.ctx.log))
+                self._schedule()
+        except Interrupted:
+            self._interrupted.set()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.cache.save()
+            if self.ctx.release_cache is not None:
+                self.ctx.release_cache.save()
             run_mod.reset_cancel()  # the cancel flag is process-wide: leave none behind
-        errors = [o.error for o in summary.targets.values() if o.error is not None]
-        if self._interrupted.is_set():
-            summary.outcome, summary.exit_code, summary.error = "failed", 130, "interrupted"
-        elif errors:
-            first = next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
-            summary.outcome, summary.exit_code, summary.error = "failed", first.exit_code, first.message
-        summary.duration_s = time.monotonic() - started
+        summary = RunSummary.of(self.plan, self.run_id, self.ctx.results, time.monotonic() - started,
+                                interrupted=self._interrupted.is_set())
         self.reporter.run_finished(summary)
         return summary
 
-    # -- one target ---------------------------------------------------------------------------
-    def _chain(self, target: str, steps: list[Step]) -> TargetOutcome:
-        outcome = TargetOutcome()
-        try:
-            with target_lock(self.state_dir, target, self.log):
-                for step in steps:
-                    if self._failed.is_set() or self._interrupted.is_set():
-                        break
-                    result = self._step(step, outcome)
-                    setattr(outcome, step.kind, result)
-                    if result.status == Status.FAILED:  # a step that failed without raising (a smoke)
-                        raise StepFailed(f"{target}: {step.kind} failed — {result.reason}")
-                    if not result.ok:
-                        break
-        except BuildplaneError as exc:
-            outcome.error = exc
-            if not isinstance(exc, Interrupted):
-                self._fail(target, exc)
-        return outcome
+    # -- scheduling ------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        waiting = list(self.plan.steps)
+        running: dict[Future, Step] = {}
+        with ThreadPoolExecutor(max_workers=max(1, len(waiting)), thread_name_prefix="bp") as pool:
+            while waiting or running:
+                self._start_ready(waiting, running, pool)
+                if not running:
+                    if waiting:  # `after` names a step that is not in the plan: nothing can ever start them
+                        raise BuildplaneError(f"step {waiting[0].id} waits for {waiting[0].after}, not in the plan")
+                    break
+                done, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    step = running.pop(future)
+                    self.ctx.results[step.id] = future.result()
 
-    def _fail(self, target: str, exc: BuildplaneError) -> None:
-        if not self._failed.is_set():
-            self._failed.set()
-            self.log(f"{target}: failed — {exc.message}")
-            run_mod.stop_all()  # cancel the other targets' running commands
+    def _start_ready(self, waiting: list[Step], running: dict[Future, Step], pool: ThreadPoolExecutor) -> None:
+        """Start every step whose predecessors are done; one that can never run is marked so at once
+        (which may decide the steps after it, hence the loop)."""
+        while True:
+            ready = [s for s in waiting if self._decided(s)]
+            if not ready:
+                return
+            for step in ready:
+                waiting.remove(step)
+                if self._may_start(step):
+                    running[pool.submit(self._step, step)] = step
+                else:
+                    self.ctx.results[step.id] = StepResult(step.kind, step.target, Status.NOT_RUN, "not run")
 
-    def _step(self, step: Step, outcome: TargetOutcome) -> StepResult:
-        self.reporter.step_started(self.plan, self.run_id, step)
+    def _decided(self, step: Step) -> bool:
+        """Every predecessor has a result (so the step can start, or is known never to)."""
+        return all(dep in self.ctx.results for dep in step.after)
+
+    def _may_start(self, step: Step) -> bool:
+        if self._stop.is_set() or self._interrupted.is_set():
+            return False
+        return all(self.ctx.results[dep].ok for dep in step.after)
+
+    def _step(self, step: Step) -> StepResult:
+        reporter = self.reporter if step.reported else NullReporter()
+        reporter.step_started(self.plan, self.run_id, step)
         try:
-            result = self._execute(step, outcome)
+            result = step.run(self.ctx)
         except BuildplaneError as exc:
-            status = Status.NOT_RUN if isinstance(exc, Interrupted) else Status.FAILED
-            result = StepResult(step.kind, step.target, status, exc.message)
-            self.reporter.step_finished(self.plan, self.run_id, step, result)
-            setattr(outcome, step.kind, result)
-            raise
-        self.reporter.step_finished(self.plan, self.run_id, step, result)
-        self.log(f"{step.target}: {step.kind} {result.status.value} — {result.reason} ({result.duration_s:.2f}s)")
+            interrupted = isinstance(exc, Interrupted)
+            result = StepResult(step.kind, step.target, Status.NOT_RUN if interrupted else Status.FAILED,
+                                exc.message, exit_code=exc.exit_code, error=exc.message)
+        reporter.step_finished(self.plan, self.run_id, step, result)
+        if result.status == Status.FAILED:
+            self._fail(step, result)
+        elif result.status != Status.NOT_RUN:
+            self.ctx.log(f"{step.target}: {step.kind} {result.status.value} — {result.reason} ({result.duration_s:.2f}s)")
         return result
 
-    def _execute(self, step: Step, outcome: TargetOutcome) -> StepResult:
-        spec = step.spec
-        if isinstance(spec, BuildSpec):
-            return run_build(spec, self.build_env)
-        if isinstance(spec, ReleaseSpec):
-            digest = outcome.build.facts.get("digest") if outcome.build else None
-            if not digest:
-                raise Missing(f"{step.target}: no pushed image digest to release")
-            build = next((s.spec for s in self.plan.steps if s.id == f"build:{step.target}"), None)
-            return run_release(spec, digest, self.release_env, self.cache, image=getattr(build, "inputs", None))
-        if isinstance(spec, SmokeSpec):
-            if self.smoke_runner is None:
-                return StepResult("smoke", step.target, Status.NOT_RUN, "smoke not configured")
-            return self.smoke_runner(spec)
-        raise BuildplaneError(f"unknown step {step.id}")
+    def _fail(self, step: Step, result: StepResult) -> None:
+        if not self.plan.fail_fast:
+            self.ctx.log(f"{step.target}: {step.kind} failed — {result.reason}")
+            return
+        if not self._stop.is_set():
+            self._stop.set()
+            self.ctx.log(f"{step.target}: failed — {result.error or result.reason}")
+            run_mod.stop_all()  # cancel the other targets' running commands

@@ -4,18 +4,11 @@ from __future__ import annotations
 import re
 
 from .errors import Refused
-from .kubeconfig import KubeContext
+from .tools.kubectl import check_kubectl  # noqa: F401 - enforced by the runner; a guard like the rest
+from .kubecontext import KubeContext
 from .topology import Topology
 
 IMMUTABLE_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
-# kubectl verbs the product may use: read-only diagnostics.
-KUBECTL_READ_VERBS = frozenset({"get", "describe", "logs", "version", "top", "explain", "api-resources",
-                                "api-versions", "cluster-info", "events", "auth"})
-KUBECTL_CONFIG_READ = frozenset({"view", "current-context", "get-contexts", "get-clusters"})
-_KUBECTL_VALUE_FLAGS = frozenset({"-n", "--namespace", "--context", "--kubeconfig", "--cluster", "--user", "-l",
-                                  "--selector", "-o", "--output", "-c", "--container", "-s", "--server"})
-
-
 def check_kube_context(topo: Topology, ctx: KubeContext) -> None:
     if ctx.name is not None and ctx.name not in topo.kube.contexts:
         raise Refused(
@@ -44,21 +37,3 @@ def check_tag(mode: str, target: str, tag: str) -> None:
             f"{mode} would push {target}:{tag}, an immutable-looking release tag it does not own; "
             f"use a tag template with {{mode}} or {{git_sha}}",
         )
-
-
-def check_kubectl(argv: list[str]) -> None:
-    """Only read-only kubectl verbs may ever run (DESIGN §1)."""
-    words, skip = [], False
-    for a in argv[1:]:
-        if skip:
-            skip = False
-        elif a in _KUBECTL_VALUE_FLAGS:
-            skip = True  # the next word is this flag's value, not the verb
-        elif not a.startswith("-"):
-            words.append(a)
-    verb = words[0] if words else ""
-    if verb in KUBECTL_READ_VERBS:
-        return
-    if verb == "config" and len(words) > 1 and words[1] in KUBECTL_CONFIG_READ:
-        return
-    raise Refused("kubectl-read-only", f"kubectl {verb or '(no verb)'} is not allowed: the cluster is changed only through Helm and Argo CD")

@@ -1,4 +1,9 @@
-"""Plan: the ordered steps a mode would run for some targets, with their exact argv. No side effects."""
+"""Plan: the steps a command would run, with their exact argv or HTTP calls. No side effects.
+
+Every command that runs anything is a plan for the one engine: `up` (build → release → smoke per
+target), `smoke` (route or browser smoke per target) and `handback` (stop Tilt → one Argo CD
+handback per app). Guards are checked here, before any tool runs (Refused, exit 3).
+"""
 from __future__ import annotations
 
 import os
@@ -7,12 +12,22 @@ from pathlib import Path
 
 from . import contract, guards
 from .errors import BadInput, Missing
-from .freshness import STATE_DIR, StatCache, image_inputs
-from .kubeconfig import KubeContext, resolve
-from .specs import BuildSpec, HandbackSpec, ReleaseSpec, SmokeSpec, StopTiltSpec
-from .tools.run import Runner
+from .freshness import StatCache, target_inputs
+from .kubecontext import KubeContext, resolve
+from .state import StateDir
+from .steps.base import Step
+from .steps.browser import BrowserStep, find_chromium, require_playwright
+from .steps.build import BuildStep
+from .steps.handback import HandbackStep
+from .steps.release import ReleaseStep
+from .steps.smoke import SmokeStep
+from .steps.stop_tilt import StopTiltStep
 from .tools import helm as helm_tool
+from .tools.run import Runner
 from .topology import Topology
+
+REMOTE_CACHE_ENV = "BUILDPLANE_REMOTE_CACHE"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 @dataclass(frozen=True)
@@ -28,8 +43,38 @@ class Options:
     remote_cache: bool = False  # --remote-cache: import and export the registry build cache this run
 
 
-REMOTE_CACHE_ENV = "BUILDPLANE_REMOTE_CACHE"
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+@dataclass
+class Plan:
+    mode: str
+    targets: list[str]
+    kind: str = "up"  # up | smoke | handback: which summary the run prints
+    steps: list[Step] = field(default_factory=list)
+    kube_context: KubeContext | None = None
+    namespace: str | None = None
+    notes: list[str] = field(default_factory=list)
+    revision: str | None = None  # the working tree's commit, for events
+    fail_fast: bool = True  # the first failure cancels the rest (up); else every step runs (smoke, handback)
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def to_json(self) -> dict:
+        return {
+            "mode": self.mode,
+            "targets": self.targets,
+            "namespace": self.namespace,
+            "kube_context": self.kube_context.name if self.kube_context else None,
+            "steps": [describe(s) for s in self.steps],
+            "notes": self.notes,
+        }
+
+
+def describe(step: Step) -> dict:
+    """The step as `plan` shows it: what it is, what it waits for, its exact argv or HTTP calls."""
+    out = {"id": step.id, "kind": step.kind, "target": step.target, "after": list(step.after), **step.describe()}
+    if step.note:
+        out["note"] = step.note
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,65 +111,6 @@ def cache_choice(topo: Topology, mode: str, opts: Options, environ) -> CacheChoi
     return CacheChoice(on, on, source)
 
 
-@dataclass(frozen=True)
-class Step:
-    id: str  # "build:runtime"
-    kind: str  # build | release | smoke | stop-tilt | handback
-    target: str | None
-    spec: object
-    after: tuple[str, ...] = ()
-    note: str = ""
-
-    def describe(self, digest_placeholder: str = "<digest pushed by build>") -> dict:
-        """The step as shown by `plan`: its exact argv, or the HTTP calls it makes."""
-        out: dict = {"id": self.id, "kind": self.kind, "target": self.target, "after": list(self.after)}
-        if isinstance(self.spec, BuildSpec):
-            out["argv"] = self.spec.argv()
-            out["cache_scope"] = self.spec.cache_scope
-            out["inputs_digest"] = self.spec.inputs.digest
-            out["fresh_check"] = f"HEAD {self.spec.content_ref} in the final registry; build and push only if missing"
-            out["image"] = self.spec.ref
-            out["tag"] = f"{self.spec.ref}: added registry-side, a manifest copy of {self.spec.content_ref} (no second push)"
-        elif isinstance(self.spec, ReleaseSpec):
-            out["argv"] = self.spec.argv(digest_placeholder)
-            out["applied"] = not self.spec.render_only
-        elif isinstance(self.spec, SmokeSpec):
-            out["http"] = [f"GET {r.url} expect {r.status}" + (f" containing {r.text!r}" if r.text else "")
-                           for r in self.spec.routes]
-        elif isinstance(self.spec, HandbackSpec):
-            base = self.spec.server.rstrip("/")
-            out["http"] = []
-            for app in self.spec.apps:
-                out["http"] += [f"GET {base}/api/v1/applications/{app}?refresh=normal",
-                                f"POST {base}/api/v1/applications/{app}/sync (only when not Synced+Healthy)"]
-        elif isinstance(self.spec, StopTiltSpec):
-            out["action"] = self.spec.action()
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-@dataclass
-class Plan:
-    mode: str
-    targets: list[str]
-    steps: list[Step] = field(default_factory=list)
-    kube_context: KubeContext | None = None
-    namespace: str | None = None
-    notes: list[str] = field(default_factory=list)
-    revision: str | None = None  # the working tree's commit, for events
-
-    def to_json(self) -> dict:
-        return {
-            "mode": self.mode,
-            "targets": self.targets,
-            "namespace": self.namespace,
-            "kube_context": self.kube_context.name if self.kube_context else None,
-            "steps": [s.describe() for s in self.steps],
-            "notes": self.notes,
-        }
-
-
 def git_sha(runner: Runner, cwd: Path) -> str:
     """Short commit of the working tree, or 'nogit' outside a repository."""
     try:
@@ -132,88 +118,6 @@ def git_sha(runner: Runner, cwd: Path) -> str:
     except Missing:  # git missing is not an error for a build
         return "nogit"
     return res.stdout.strip() if res.exit_code == 0 and res.stdout.strip() else "nogit"
-
-
-def select_targets(topo: Topology, names: tuple[str, ...]) -> list[str]:
-    for name in names:
-        contract.target(topo, name)
-    return list(dict.fromkeys(names)) if names else topo.default_targets()
-
-
-def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache):
-    """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands."""
-    t = topo.targets[name]
-    context = project_path(base, t.context)
-    dockerfile = project_path(base, t.dockerfile)
-    args = {**contract.base_image_arg(topo), **t.build_args}
-    inputs = image_inputs(context, dockerfile, build_args=args, build_target=t.build_target,
-                          platform=t.platform, cache=cache)
-    return context, dockerfile, args, inputs
-
-
-def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, base: Path | None = None,
-              environ: dict[str, str] | None = None, state_dir: Path | None = None) -> Plan:
-    """Build the plan for `opts`, checking every guard first (Refused, exit 3)."""
-    runner = runner or Runner()
-    base = base or Path.cwd()
-    environ = os.environ if environ is None else environ
-    if opts.mode == "deploy":
-        return _deploy_plan(topo, opts, runner, state_dir or STATE_DIR)
-    mode = topo.mode(opts.mode)
-    if opts.build_only and opts.apply:
-        raise BadInput("--build-only and --apply contradict each other; pick one")
-    targets = select_targets(topo, opts.targets)
-    plan = Plan(mode=opts.mode, targets=targets, namespace=opts.namespace or mode.namespace)
-
-    releasing = not opts.build_only and releases(opts, mode.release)
-    if releasing:
-        guards.check_release_namespace(topo, opts.mode, plan.namespace)
-        plan.kube_context = resolve(opts.kube_context, environ)
-        guards.check_kube_context(topo, plan.kube_context)
-    elif opts.mode == "staging" and not opts.build_only:
-        plan.notes.append("staging builds only; name a target (or pass --apply) to release it into " + mode.namespace)
-    cache_on = cache_choice(topo, opts.mode, opts, environ)
-    plan.notes.append(cache_on.sentence(opts.mode))
-
-    state = state_dir or (STATE_DIR if base == Path.cwd() else base / STATE_DIR)
-    cache = StatCache.open(state / "statcache.json")
-    sha = git_sha(runner, base)
-    plan.revision = sha
-    helm_major = None
-    for name in targets:
-        t = topo.targets[name]
-        context, dockerfile, args, inputs = target_inputs(topo, name, base, cache)
-        tag = contract.render_tag(mode.tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode, target=name)
-        guards.check_tag(opts.mode, name, tag)
-        cref = contract.cache_ref(topo, opts.mode, name)
-        repo = contract.image_repo(topo, name)
-        build = BuildSpec(
-            target=name, mode=opts.mode, context=context, dockerfile=dockerfile, build_target=t.build_target,
-            build_args=args, platform=t.platform, network=topo.builder.network, repo=repo, tag=tag,
-            content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
-            cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
-            metadata_file=state / "builds" / f"{opts.mode}-{name}.json", inputs=inputs,
-        )
-        plan.steps.append(Step(f"build:{name}", "build", name, build))
-        if releasing and t.chart:
-            if helm_major is None:
-                helm_major = helm_tool.major_version(runner, state / "state" / "helm-version.json") or 4
-            ctx = plan.kube_context
-            render = not (ctx and ctx.name)
-            rel = ReleaseSpec(
-                target=name, mode=opts.mode, release=contract.release_name(topo, name), chart=project_path(base, t.chart),
-                namespace=plan.namespace, kube_context=ctx.name if ctx else None,
-                values=tuple(project_path(base, v) for v in t.values_for(opts.mode)), repo=repo, timeout=mode.helm_timeout,
-                history_max=mode.history_max, helm_major=helm_major, render_only=render,
-            )
-            note = "no allowed kube context is reachable: rendered with helm template, not applied" if render else (
-                "" if ctx.known else f"kube context {ctx.name!r} is not in your kubeconfig: helm will fail to reach it")
-            plan.steps.append(Step(f"release:{name}", "release", name, rel, after=(f"build:{name}",), note=note))
-            if t.smoke and not render:
-                plan.steps.append(Step(f"smoke:{name}", "smoke", name,
-                                       SmokeSpec(name, t.smoke, mode.smoke_deadline_s), after=(f"release:{name}",)))
-    cache.save()
-    return plan
 
 
 def releases(opts: Options, dev_release: bool) -> bool:
@@ -224,24 +128,126 @@ def releases(opts: Options, dev_release: bool) -> bool:
     return dev_release
 
 
-def _deploy_plan(topo: Topology, opts: Options, runner: Runner, state_dir: Path) -> Plan:
+# ---- up -------------------------------------------------------------------------------------------
+
+def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, base: Path | None = None,
+              environ: dict[str, str] | None = None, state: StateDir | None = None) -> Plan:
+    """The plan for `up` (or `handback`, for deploy mode), checking every guard first."""
+    runner = runner or Runner()
+    base = base or Path.cwd()
+    environ = os.environ if environ is None else environ
+    state = state or StateDir.from_env(environ, None if base == Path.cwd() else base)
+    if opts.mode == "deploy":
+        return handback_plan(topo, opts, runner=runner, state=state)
+    mode = topo.mode(opts.mode)
+    if opts.build_only and opts.apply:
+        raise BadInput("--build-only and --apply contradict each other; pick one")
+    plan = Plan(mode=opts.mode, targets=contract.select_targets(topo, opts.targets),
+                namespace=opts.namespace or mode.namespace)
+    releasing = not opts.build_only and releases(opts, mode.release)
+    if releasing:
+        guards.check_release_namespace(topo, opts.mode, plan.namespace)
+        plan.kube_context = resolve(opts.kube_context, environ)
+        guards.check_kube_context(topo, plan.kube_context)
+    elif opts.mode == "staging" and not opts.build_only:
+        plan.notes.append("staging builds only; name a target (or pass --apply) to release it into " + mode.namespace)
+    cache_on = cache_choice(topo, opts.mode, opts, environ)
+    plan.notes.append(cache_on.sentence(opts.mode))
+    cache = StatCache.open(state.statcache)
+    plan.revision = git_sha(runner, base)
+    for name in plan.targets:
+        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state)
+        plan.steps.append(build)
+        if releasing and topo.targets[name].chart:
+            plan.steps += _release_steps(topo, opts, plan, build, base, runner, state)
+    cache.save()
+    return plan
+
+
+def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: StatCache, cache_on: CacheChoice,
+                sha: str, state: StateDir) -> BuildStep:
+    t = topo.targets[name]
+    context, dockerfile, args, inputs = target_inputs(topo, name, base, cache)
+    tag = contract.render_tag(topo.mode(opts.mode).tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode,
+                              target=name)
+    guards.check_tag(opts.mode, name, tag)
+    cref = contract.cache_ref(topo, opts.mode, name)
+    return BuildStep(
+        target=name, mode=opts.mode, context=context, dockerfile=dockerfile, build_target=t.build_target,
+        build_args=args, platform=t.platform, network=topo.builder.network, repo=contract.image_repo(topo, name),
+        tag=tag, content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
+        cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
+        metadata_file=state.build_metadata(opts.mode, name), inputs=inputs,
+    )
+
+
+def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, base: Path, runner: Runner,
+                   state: StateDir) -> list[Step]:
+    """The release of one target, and its route smoke when it is really applied."""
+    name, t, mode = build.target, topo.targets[build.target], topo.mode(opts.mode)
+    ctx = plan.kube_context
+    render = not (ctx and ctx.name)
+    note = "no allowed kube context is reachable: rendered with helm template, not applied" if render else (
+        "" if ctx.known else f"kube context {ctx.name!r} is not in your kubeconfig: helm will fail to reach it")
+    release = ReleaseStep(
+        target=name, mode=opts.mode, release=contract.release_name(topo, name),
+        chart=contract.project_path(base, t.chart), namespace=plan.namespace, kube_context=ctx.name if ctx else None,
+        values=tuple(contract.project_path(base, v) for v in t.values_for(opts.mode)), repo=build.repo,
+        timeout=mode.helm_timeout, history_max=mode.history_max,
+        helm_major=helm_tool.major_version(runner, state.helm_version) or 4, render_only=render, image=build.inputs,
+        note=note)
+    if not t.smoke or render:
+        return [release]
+    return [release, SmokeStep(name, t.smoke, mode.smoke_deadline_s, after=(release.id,), lock=name)]
+
+
+# ---- smoke and handback ---------------------------------------------------------------------------
+
+def smoke_targets(topo: Topology, names: tuple[str, ...], browser: bool) -> list[str]:
+    has = (lambda t: t.browser is not None) if browser else (lambda t: bool(t.smoke))
+    if names:
+        chosen = contract.select_targets(topo, names)
+        lacking = [n for n in chosen if not has(topo.targets[n])]
+        if lacking:
+            what = "browser" if browser else "smoke"
+            raise BadInput(f"{topo.source}: targets.{lacking[0]}.{what}: not set; "
+                           f"targets with it: {', '.join(n for n, t in topo.targets.items() if has(t)) or 'none'}")
+        return chosen
+    chosen = [n for n, t in topo.targets.items() if has(t) and (browser or not t.optional)]
+    if not chosen:
+        raise BadInput(f"{topo.source}: no target has {'a browser check' if browser else 'smoke routes'}")
+    return chosen
+
+
+def smoke_plan(topo: Topology, names: tuple[str, ...], *, browser: bool, deadline_s: float) -> Plan:
+    """Route smoke of each target in parallel; or the browser smoke, one Chromium at a time (2 cores)."""
+    targets = smoke_targets(topo, names, browser)
+    plan = Plan(mode="dev", targets=targets, kind="smoke", fail_fast=False)
+    if browser:
+        chromium = find_chromium()  # exit 4 before anything runs
+        require_playwright()
+        previous: tuple[str, ...] = ()
+        for name in targets:
+            b = topo.targets[name].browser
+            plan.steps.append(BrowserStep(name, b.url, b.selector, deadline_s, chromium, after=previous))
+            previous = (f"smoke:{name}",)
+        return plan
+    plan.steps += [SmokeStep(name, topo.targets[name].smoke, deadline_s) for name in targets]
+    return plan
+
+
+def handback_plan(topo: Topology, opts: Options, *, runner: Runner, state: StateDir) -> Plan:
+    """Stop the recorded Tilt, then hand every canonical app back to Argo CD, in parallel."""
     if topo.modes.deploy is None:
         raise BadInput(f"{topo.source}: modes.deploy: not defined; add modes.deploy.argo with server and apps")
     if opts.targets or opts.build_only or opts.apply:
         raise BadInput("deploy mode takes no targets, --build-only or --apply: it hands every canonical app back to Argo CD")
     argo = topo.modes.deploy.argo
-    plan = Plan(mode="deploy", targets=list(argo.apps), namespace=topo.modes.deploy.namespace,
-                revision=git_sha(runner, Path.cwd()))
-    plan.steps.append(Step("stop-tilt", "stop-tilt", None, StopTiltSpec(state_dir / "tilt.json")))
-    plan.steps.append(Step("handback", "handback", None, HandbackSpec(
-        argo.server, argo.apps, opts.timeout_s or argo.timeout_s, argo.prune, argo.token_env, argo.username_env,
-        argo.password_env, argo.ca_file, argo.poll_s), after=("stop-tilt",)))
+    plan = Plan(mode="deploy", targets=list(argo.apps), kind="handback", namespace=topo.modes.deploy.namespace,
+                revision=git_sha(runner, Path.cwd()), fail_fast=False)
+    stop = StopTiltStep(state.tilt)
+    dev_tag = contract.dev_tag_regex(topo)
+    plan.steps.append(stop)
+    plan.steps += [HandbackStep(app, argo.server, opts.timeout_s or argo.timeout_s, argo.prune, argo.poll_s, dev_tag,
+                                after=(stop.id,)) for app in argo.apps]
     return plan
-
-
-def project_path(base: Path, p: str) -> Path:
-    # Keep paths as the user wrote them when we run where they are relative to (plan output stays readable).
-    path = Path(p)
-    if path.is_absolute() or base == Path.cwd():
-        return path
-    return base / path

@@ -19,6 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 
+from conftest import BASE_TOPOLOGY
+
+TOKEN = "s3cret-argo-token"
 SWAGGER = Path(__file__).resolve().parent / "contracts" / "argo-cd-swagger.json"
 
 
@@ -200,3 +203,10 @@ class ArgoStandIn:
 
     def calls(self, method: str | None = None) -> list[tuple[str, str, dict, object]]:
         return [r for r in self.requests if method is None or r[0] == method]
+
+
+def write_topology(url: str, apps: list[str], timeout_s: float = 20, extra: str = "") -> None:
+    text = BASE_TOPOLOGY.replace('server: "https://argocd.example", apps: [demo-api]',
+                                 f'server: "{url}", apps: [{", ".join(apps)}], poll_s: 0.05{extra}')
+    text = text.replace("timeout_s: 60", f"timeout_s: {timeout_s}")
+    Path("topology.yaml").write_text(text)

@@ -96,3 +96,19 @@ def run_process(args: list[str], cwd: Path, env: dict | None = None, timeout: fl
     proc = subprocess.run([sys.executable, "-m", "buildplane", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def tools(workspace, tmp_path, monkeypatch):
+    """Fake docker, helm and kubectl (recording, failing on anything unexpected) and an allowed kube context."""
+    from fakes import DIGEST, FakeTool
+
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("apiVersion: v1\ncurrent-context: lab\ncontexts: [{name: lab, context: {cluster: lab}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    bin_dir = tmp_path / "bin"
+    docker = FakeTool(bin_dir, "docker").expect("buildx", "build", write_metadata=DIGEST)
+    helm = FakeTool(bin_dir, "helm").expect("version", "--short", stdout="v4.1.4+g1234567\n")
+    helm.expect("upgrade", "--install", stdout="Release \"demo\" has been upgraded.\nREVISION: 7\n")
+    kubectl = FakeTool(bin_dir, "kubectl").expect("get")  # read-only verbs only; anything else fails
+    return {"bin": bin_dir, "docker": docker, "helm": helm, "kubectl": kubectl}

@@ -75,3 +75,79 @@ class FakeTool:
 
     def unexpected(self) -> list[list[str]]:
         return [c for c in self.calls if not any(c[:len(r["prefix"])] == r["prefix"] for r in self.rules)]
+
+
+# ---- a run at the tool boundary: fake tools on PATH, a registry on httpx.MockTransport -------------
+
+import httpx  # noqa: E402
+
+from buildplane.engine import Engine  # noqa: E402
+from buildplane.freshness import StatCache  # noqa: E402
+from buildplane.plan import Options, make_plan  # noqa: E402
+from buildplane.state import StateDir  # noqa: E402
+from buildplane.steps.base import BuilderCaps, RunContext  # noqa: E402
+from buildplane.tools.registry import RegistryClient  # noqa: E402
+from buildplane.tools.run import Runner  # noqa: E402
+from buildplane.topology import load  # noqa: E402
+
+DIGEST = "sha256:" + "ab" * 32
+STATE = StateDir(Path(".buildplane"))
+
+
+def registry_stub(existing: set[str]):
+    """A registry where `existing` manifests (repo:tag) exist; records requests."""
+    seen = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(f"{req.method} {req.url.path}")
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        repo, _, tag = req.url.path.removeprefix("/v2/").partition("/manifests/")
+        if req.method == "HEAD":
+            return httpx.Response(200, headers={"docker-content-digest": DIGEST}) if f"{repo}:{tag}" in existing else httpx.Response(404)
+        if req.method == "GET":
+            return httpx.Response(200, content=b"{}", headers={"docker-content-digest": DIGEST, "content-type": "application/vnd.oci.image.index.v1+json"})
+        if req.method == "PUT":
+            existing.add(f"{repo}:{tag}")
+            return httpx.Response(201)
+        return httpx.Response(405)
+
+    return httpx.Client(transport=httpx.MockTransport(handler)), seen
+
+
+def routes_answering(status: int = 200) -> httpx.Client:
+    """Every smoke route answers `status` (the cluster's routes are not reachable from here)."""
+    return httpx.Client(transport=httpx.MockTransport(lambda req: httpx.Response(status, text="ok")))
+
+
+_DEFAULT = object()
+
+
+def run_context(bin_dir: Path, client: httpx.Client, *, force: bool = False, logs: list | None = None,
+                http=_DEFAULT, registry_cache: bool = True, sleep=None) -> RunContext:
+    """The seams of a run, all injected: fake tools first on PATH, the stub registry, a builder whose
+    registry-cache capability is given, smoke routes that answer (or a real client with http=None)."""
+    runner = Runner(extra_path=[str(bin_dir)])
+    ctx = RunContext(state=STATE, log=logs.append if logs is not None else (lambda m: None), runner=runner,
+                     registry=RegistryClient(client=client, runner=runner),
+                     builder=BuilderCaps(lambda: (registry_cache, "the test's builder")),
+                     release_cache=StatCache.open(STATE.release_statcache), force=force,
+                     http=routes_answering() if http is _DEFAULT else http)
+    if sleep is not None:
+        ctx.sleep = sleep
+    return ctx
+
+
+def run_up(bin_dir: Path, *, mode="dev", targets=("api",), apply=False, force=False, namespace=None, reporter=None,
+           build_only=False, client: httpx.Client | None = None, logs: list | None = None, http=_DEFAULT, sleep=None):
+    """`up` in-process against the workspace's topology.yaml; returns the RunSummary."""
+    runner = Runner(extra_path=[str(bin_dir)])
+    plan = make_plan(load("topology.yaml"), Options(mode=mode, targets=targets, apply=apply, force=force,
+                                                    namespace=namespace, build_only=build_only), runner=runner)
+    client = client or registry_stub(set())[0]
+    ctx = run_context(bin_dir, client, force=force, logs=logs, http=http, sleep=sleep)
+    return Engine(plan, ctx, reporter=reporter).run()
+
+
+def up(tools, **kw):
+    return run_up(tools["bin"], **kw)

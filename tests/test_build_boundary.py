@@ -15,52 +15,26 @@ import httpx
 import pytest
 
 from buildplane.engine import Engine, target_lock
-from buildplane.plan import Options, make_plan
-from buildplane.steps.build import BuildEnv
-from buildplane.steps.release import ReleaseEnv
 from buildplane.errors import StepFailed
+from buildplane.plan import Options, make_plan
+from buildplane.state import StateDir
 from buildplane.tools.buildx import PushFailure, parse_progress, push_failure, supports_registry_cache
 from buildplane.tools.registry import RegistryClient
 from buildplane.tools.run import Runner
 from buildplane.topology import load
 from conftest import ROOT
-from fakes import FakeTool
-
-DIGEST = "sha256:" + "ab" * 32
-
-
-def registry_stub(existing: set[str]):
-    """A registry where `existing` manifests (repo:tag) exist; records requests."""
-    seen = []
-
-    def handler(req: httpx.Request) -> httpx.Response:
-        seen.append(f"{req.method} {req.url.path}")
-        if req.url.path == "/v2/":
-            return httpx.Response(200)
-        repo, _, tag = req.url.path.removeprefix("/v2/").partition("/manifests/")
-        if req.method == "HEAD":
-            return httpx.Response(200, headers={"docker-content-digest": DIGEST}) if f"{repo}:{tag}" in existing else httpx.Response(404)
-        if req.method == "GET":
-            return httpx.Response(200, content=b"{}", headers={"docker-content-digest": DIGEST, "content-type": "application/vnd.oci.image.index.v1+json"})
-        if req.method == "PUT":
-            existing.add(f"{repo}:{tag}")
-            return httpx.Response(201)
-        return httpx.Response(405)
-
-    return httpx.Client(transport=httpx.MockTransport(handler)), seen
-
+from fakes import DIGEST, FakeTool, registry_stub, run_context
 
 def engine_for(workspace: Path, docker: FakeTool, client: httpx.Client, *, targets=("api",), force=False, mode="dev"):
     topo = load("topology.yaml")
     runner = Runner(extra_path=[str(docker.path.parent)])
     plan = make_plan(topo, Options(mode=mode, targets=targets, build_only=True, force=force), runner=runner)
     logs: list[str] = []
-    env = BuildEnv(runner=runner, registry=RegistryClient(client=client), state_dir=Path(".buildplane"),
-                   log=logs.append, force=force)
-    env._cache_ok = True  # capability query is python-on-whales' job; tested separately
-    eng = Engine(plan, build_env=env, release_env=ReleaseEnv(runner, Path(".buildplane"), logs.append),
-                 state_dir=Path(".buildplane"), log=logs.append)
-    return eng, logs
+    return Engine(plan, run_context(docker.path.parent, client, force=force, logs=logs)), logs
+
+
+def build_step(**opts):
+    return make_plan(load("topology.yaml"), Options(mode="dev", targets=("api",), build_only=True, **opts)).steps[0]
 
 
 def test_parser_on_saved_real_output():
@@ -81,8 +55,7 @@ def test_argv_matches_python_on_whales(workspace, tmp_path):
     """The plan's buildx argv is what python-on-whales would run for the same build."""
     from python_on_whales import DockerClient
 
-    topo = load("topology.yaml")
-    spec = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    spec = build_step()
     fake = FakeTool(tmp_path / "bin", "docker").expect("buildx", "build")
     client = DockerClient(client_call=[str(fake.path)])
     client.buildx.build(
@@ -96,8 +69,7 @@ def test_argv_matches_python_on_whales(workspace, tmp_path):
 
 def test_fresh_image_runs_no_builder(workspace, tmp_path):
     docker = FakeTool(tmp_path / "bin", "docker")  # no call expected at all
-    topo = load("topology.yaml")
-    spec = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    spec = build_step()
     client, seen = registry_stub({f"team/demo-api:{spec.content_tag}"})
     eng, _ = engine_for(workspace, docker, client)
     summary = eng.run()
@@ -127,14 +99,13 @@ def test_changed_input_builds_and_says_why(workspace, tmp_path):
 def test_dockerignored_edit_changes_nothing(workspace, tmp_path):
     (workspace / "ctx/.dockerignore").write_text("docs\n*.md\n!KEEP.md\n")
     (workspace / "ctx/docs").mkdir()
-    topo = load("topology.yaml")
-    first = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    first = build_step()
     (workspace / "ctx/docs/guide.txt").write_text("x")
     (workspace / "ctx/NOTES.md").write_text("x")
-    second = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    second = build_step()
     assert first.inputs.digest == second.inputs.digest
     (workspace / "ctx/KEEP.md").write_text("x")
-    third = make_plan(topo, Options(mode="dev", targets=("api",), build_only=True)).steps[0].spec
+    third = build_step()
     assert third.inputs.digest != first.inputs.digest
 
 
@@ -158,7 +129,7 @@ def test_build_failure_cancels_the_other_target(workspace, tmp_path):
 
 
 def test_second_run_waits_for_the_target_lock(workspace):
-    state = Path(".buildplane")
+    state = StateDir(Path(".buildplane"))
     messages: list[str] = []
     acquired = threading.Event()
     with target_lock(state, "api", messages.append):
@@ -240,7 +211,7 @@ def test_push_fault_is_retried_then_named(workspace, tmp_path):
         .expect("buildx", "build", write_metadata=DIGEST)
     client, seen = registry_stub(set())
     eng, logs = engine_for(workspace, docker, client)
-    eng.build_env.sleep = lambda s: None
+    eng.ctx.sleep = lambda s: None
     summary = eng.run()
     assert summary.exit_code == 0, summary.error
     assert len(docker.calls) == 3 and docker.unexpected() == []
@@ -248,7 +219,7 @@ def test_push_fault_is_retried_then_named(workspace, tmp_path):
     always = FakeTool(tmp_path / "bin2", "docker").expect("buildx", "build", exit=1, stderr=err)
     (workspace / "ctx/app.txt").write_text("v2\n")
     eng, logs = engine_for(workspace, always, client)
-    eng.build_env.sleep = lambda s: None
+    eng.ctx.sleep = lambda s: None
     summary = eng.run()
     assert summary.exit_code == 1 and len(always.calls) == 3
     assert "the push to registry registry.example failed 3 times, last with 503 Service Unavailable" in summary.error

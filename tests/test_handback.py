@@ -9,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from argo_standin import AppScript, ArgoStandIn, app_doc
-from conftest import BASE_TOPOLOGY, run_process
+from argo_standin import TOKEN, AppScript, ArgoStandIn, app_doc, write_topology
+from conftest import run_process
 from fakes import FakeTool
 from buildplane.errors import Missing
 from buildplane.tools.argocd import ArgoClient
 
-TOKEN = "s3cret-argo-token"
 T0, T1, T2 = "2026-11-23T10:00:00Z", "2026-11-23T10:00:05Z", "2026-11-23T10:00:09Z"
-
-
-def write_topology(url: str, apps: list[str], timeout_s: float = 20, extra: str = "") -> None:
-    text = BASE_TOPOLOGY.replace('server: "https://argocd.example", apps: [demo-api]',
-                                 f'server: "{url}", apps: [{", ".join(apps)}], poll_s: 0.05{extra}')
-    text = text.replace("timeout_s: 60", f"timeout_s: {timeout_s}")
-    Path("topology.yaml").write_text(text)
 
 
 @pytest.fixture

@@ -114,7 +114,10 @@ def test_kubeconfig_current_context_outside_allow_list_is_refused(at_root, run_c
 
 def test_deploy_plan_lists_argo_calls(at_root, run_cli):
     plan = plan_json(run_cli, "--mode", "deploy")
-    handback = plan["steps"][-1]
+    assert [s["id"] for s in plan["steps"]] == ["stop-tilt", "handback:fractalops-api", "handback:fractalops-portal",
+                                                "handback:fractalops-worker"]
+    handback = next(s for s in plan["steps"] if s["target"] == "fractalops-api")
+    assert handback["after"] == ["stop-tilt"]
     assert "GET https://argocd.lxc-pve.lab/api/v1/applications/fractalops-api?refresh=normal" in handback["http"]
 
 

@@ -7,48 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from buildplane.commands import outcome_lines
-from buildplane.engine import Engine
+from buildplane.commands._output import outcome_lines
 from buildplane.errors import Refused
-from buildplane.plan import Options, make_plan
-from buildplane.steps.build import BuildEnv
-from buildplane.steps.release import ReleaseEnv
-from buildplane.tools import helm as helm_tool
-from buildplane.tools.registry import RegistryClient
-from buildplane.tools.run import Runner
-from buildplane.topology import load
 from conftest import run_process
-from fakes import FakeTool
-from test_build_boundary import DIGEST, registry_stub
-
-
-@pytest.fixture
-def tools(workspace, tmp_path, monkeypatch):
-    kc = tmp_path / "kubeconfig"
-    kc.write_text("apiVersion: v1\ncurrent-context: lab\ncontexts: [{name: lab, context: {cluster: lab}}]\n")
-    monkeypatch.setenv("KUBECONFIG", str(kc))
-    helm_tool._cache.clear()
-    bin_dir = tmp_path / "bin"
-    docker = FakeTool(bin_dir, "docker").expect("buildx", "build", write_metadata=DIGEST)
-    helm = FakeTool(bin_dir, "helm").expect("version", "--short", stdout="v4.1.4+g1234567\n")
-    helm.expect("upgrade", "--install", stdout="Release \"demo\" has been upgraded.\nREVISION: 7\n")
-    kubectl = FakeTool(bin_dir, "kubectl").expect("get")  # read-only verbs only; anything else fails
-    return {"bin": bin_dir, "docker": docker, "helm": helm, "kubectl": kubectl}
-
-
-def up(tools, *, mode="dev", targets=("api",), apply=False, force=False, namespace=None, reporter=None, smoke_runner=None,
-       build_only=False):
-    topo = load("topology.yaml")
-    runner = Runner(extra_path=[str(tools["bin"])])
-    plan = make_plan(topo, Options(mode=mode, targets=targets, apply=apply, force=force, namespace=namespace,
-                                   build_only=build_only), runner=runner)
-    client, _ = registry_stub(set())
-    env = BuildEnv(runner=runner, registry=RegistryClient(client=client), state_dir=Path(".buildplane"), log=lambda m: None,
-                   force=force)
-    env._cache_ok = True
-    eng = Engine(plan, build_env=env, release_env=ReleaseEnv(runner, Path(".buildplane"), lambda m: None, force=force),
-                 state_dir=Path(".buildplane"), log=lambda m: None, reporter=reporter, smoke_runner=smoke_runner)
-    return eng.run()
+from fakes import DIGEST, FakeTool, up
 
 
 def upgrades(helm: FakeTool) -> list[list[str]]:
@@ -102,7 +64,7 @@ def test_staging_named_target_releases_with_staging_values_and_says_so(tools, wo
     assert summary.exit_code == 0, summary.error
     assert upgrades(tools["helm"])[0][4:6] == ["--namespace", "demo-staging"]
     lines = outcome_lines(summary.to_json(), "demo-staging")
-    assert lines == [f"api: build built, released into demo-staging (revision 7), smoke skipped — "
+    assert lines == [f"api: build built, released into demo-staging (revision 7), smoke passed — "
                      f"{summary.to_json()['targets']['api']['image']}"]
 
 

@@ -14,13 +14,12 @@ import pytest
 
 from conftest import ROOT, missing_component, run_process
 from fakes import FakeTool
-from test_build_boundary import DIGEST
-from test_release_boundary import up
-from buildplane.specs import SmokeSpec
+from fakes import DIGEST, up
+from buildplane.state import StateDir
+from buildplane.steps.base import RunContext, Status
 from buildplane.steps.browser import find_chromium
-from buildplane.steps.result import Status
-from buildplane.steps.smoke import run_route_smoke
-from buildplane.topology import SmokeRoute
+from buildplane.steps.smoke import SmokeStep
+from buildplane.topology.model import SmokeRoute
 from buildplane.errors import Missing
 
 HEALTHY = b"<!doctype html><html><body><div id='app'>FractalOps portal</div></body></html>"
@@ -80,21 +79,25 @@ def pages():
     p.close()
 
 
+def run_route_smoke(step: SmokeStep, client=None):
+    return step.run(RunContext(state=StateDir(Path(".buildplane")), log=lambda m: None, http=client))
+
+
 def smoke(url: str, deadline: float = 1.0, **route) -> object:
-    return run_route_smoke(SmokeSpec("api", (SmokeRoute(url=url, **route),), deadline))
+    return run_route_smoke(SmokeStep("api", (SmokeRoute(url=url, **route),), deadline))
 
 
 def test_route_passes_with_status_text_and_latency(pages):
     result = smoke(pages.url + "/healthz", status=200, text="ok")
     assert result.status == Status.SUCCEEDED
-    route = result.facts["routes"][0]
+    route = result.facts_json()["routes"][0]
     assert route["ok"] and route["status"] == 200 and route["attempts"] == 1 and route["latency_ms"] > 0
 
 
 def test_a_500_fails_at_the_deadline_with_the_last_status(pages):
     result = smoke(pages.url + "/500", deadline=0.6)
     assert result.status == Status.FAILED
-    assert result.facts["routes"][0]["attempts"] > 1
+    assert result.facts_json()["routes"][0]["attempts"] > 1
     assert "status 500, expected 200" in result.reason and "within 0.6s" in result.reason
 
 
@@ -110,7 +113,7 @@ def test_redirects_only_when_asked(pages):
 
 def test_route_coming_up_late_passes_within_the_deadline(pages):
     result = smoke(pages.url + "/slow", deadline=10)
-    assert result.status == Status.SUCCEEDED and result.facts["routes"][0]["attempts"] > 1
+    assert result.status == Status.SUCCEEDED and result.facts_json()["routes"][0]["attempts"] > 1
 
 
 def test_route_never_up_fails_with_the_last_status_seen(pages):
@@ -122,7 +125,7 @@ def test_tls_is_verified():
     # A self-signed name no CA vouches for: the smoke must not accept it silently.
     transport = httpx.MockTransport(lambda req: (_ for _ in ()).throw(httpx.ConnectError("CERTIFICATE_VERIFY_FAILED")))
     with httpx.Client(transport=transport) as client:
-        result = run_route_smoke(SmokeSpec("api", (SmokeRoute(url="https://api.dev.example/healthz"),), 0.2), client)
+        result = run_route_smoke(SmokeStep("api", (SmokeRoute(url="https://api.dev.example/healthz"),), 0.2), client)
     assert result.status == Status.FAILED and "CERTIFICATE_VERIFY_FAILED" in result.reason
 
 
@@ -137,7 +140,7 @@ def test_smoke_fails_the_dev_pipeline(pages, workspace, monkeypatch):
     tools = {"bin": bin_dir, "docker": FakeTool(bin_dir, "docker").expect("buildx", "build", write_metadata=DIGEST),
              "helm": FakeTool(bin_dir, "helm").expect("version", "--short", stdout="v4.1.4\n").expect(
                  "upgrade", "--install", stdout="REVISION: 1\n")}
-    summary = up(tools, smoke_runner=run_route_smoke)
+    summary = up(tools, http=None)  # the real client, to the real pages
     assert summary.exit_code == 1
     t = summary.to_json()["targets"]["api"]
     assert (t["release"], t["smoke"]) == ("applied", "failed")

@@ -4,18 +4,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_release_boundary import tools, up  # noqa: F401 - the fixture is used by name
+from fakes import up
 
-from buildplane.status import status
+from buildplane.commands.status import status
+from buildplane.state import StateDir
 from buildplane.topology import load
 
 
 def states(cwd=".") -> dict:
     topo = load("topology.yaml")
-    return {s.target: s for s in status(topo, "dev", list(topo.targets), Path(cwd), Path(".buildplane"))}
+    return {s.target: s for s in status(topo, "dev", list(topo.targets), Path(cwd), StateDir(Path(".buildplane")))}
 
 
-def test_never_released_then_in_sync(tools):  # noqa: F811
+def test_never_released_then_in_sync(tools):
     before = states()
     assert before["api"].state == "never-released" and "buildplane up --mode dev api" in before["api"].sentence
     assert before["web"].state == "no-chart"
@@ -25,7 +26,7 @@ def test_never_released_then_in_sync(tools):  # noqa: F811
     assert after.revision == 7 and "demo-dev on lab" in after.sentence
 
 
-def test_source_edit_has_not_reached_the_cluster(tools):  # noqa: F811
+def test_source_edit_has_not_reached_the_cluster(tools):
     assert up(tools).exit_code == 0
     Path("ctx/app.txt").write_text("v2\n")
     s = states()["api"]
@@ -36,14 +37,14 @@ def test_source_edit_has_not_reached_the_cluster(tools):  # noqa: F811
     assert states()["api"].state == "in-sync"
 
 
-def test_values_edit_is_named(tools):  # noqa: F811
+def test_values_edit_is_named(tools):
     assert up(tools).exit_code == 0
     Path("chart/values-dev.yaml").write_text("replicas: 2\n")
     s = states()["api"]
     assert s.state == "drifted" and "chart/values-dev.yaml" in s.sentence
 
 
-def test_rendered_release_is_not_called_running(workspace, tools, monkeypatch):  # noqa: F811
+def test_rendered_release_is_not_called_running(workspace, tools, monkeypatch):
     monkeypatch.delenv("KUBECONFIG")  # no kube context: the release is rendered
     monkeypatch.setenv("KUBECONFIG", str(workspace / "none"))
     tools["helm"].expect("template", stdout="kind: Deployment\n")

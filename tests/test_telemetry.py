@@ -13,10 +13,9 @@ import pytest
 
 from conftest import ROOT
 from telemetry_backends import Blackhole, ChdbHttp, OtlpReceiver, closed_port_url
-from test_build_boundary import DIGEST
-from test_release_boundary import tools, up  # noqa: F401 - fixture used by name
+from fakes import DIGEST, up
 
-from buildplane.commands import finish_telemetry
+from buildplane.commands._output import finish_telemetry
 from buildplane.telemetry import events as ev
 from buildplane.telemetry.reporter import EventReporter, SinkWorker
 from buildplane.telemetry.setup import reporter_from_env
@@ -35,13 +34,13 @@ def file_events() -> list[dict]:
     return [json.loads(line) for line in (STATE / "events.jsonl").read_text().splitlines()]
 
 
-def run_with(tools, environ: dict):  # noqa: F811
-    reporter = reporter_from_env("demo-buildplane", STATE, environ)
+def run_with(tools, environ: dict):
+    reporter = reporter_from_env("demo-buildplane", STATE / "events.jsonl", environ)
     summary = up(tools, reporter=reporter)
     return summary, reporter.close()
 
 
-def test_otlp_receiver_gets_every_event_with_the_contract_attributes(tools):  # noqa: F811
+def test_otlp_receiver_gets_every_event_with_the_contract_attributes(tools):
     with OtlpReceiver() as otlp:
         summary, report = run_with(tools, {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url})
     assert summary.exit_code == 0
@@ -65,7 +64,7 @@ def test_otlp_receiver_gets_every_event_with_the_contract_attributes(tools):  # 
     assert finished["attributes"]["cicd.pipeline.result"] == "success"
 
 
-def test_otel_service_name_wins_over_the_topology(tools):  # noqa: F811
+def test_otel_service_name_wins_over_the_topology(tools):
     with OtlpReceiver() as otlp:
         run_with(tools, {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": otlp.url + "/v1/logs", "OTEL_SERVICE_NAME": "ci-runner"})
     assert {r["resource"]["service.name"] for r in otlp.records} == {"ci-runner"}
@@ -84,7 +83,7 @@ def clickhouse(tmp_path):
                    "FRACTALOPS_CLICKHOUSE_USER": "bp", "FRACTALOPS_CLICKHOUSE_PASSWORD": "ch-pass-not-printed"}
 
 
-def test_clickhouse_direct_inserts_and_stats_match_the_local_file(tools, clickhouse, run_cli, monkeypatch):  # noqa: F811
+def test_clickhouse_direct_inserts_and_stats_match_the_local_file(tools, clickhouse, run_cli, monkeypatch):
     ch, env = clickhouse
     for _ in range(2):  # the stub registry never has the image: every run builds
         summary, report = run_with(tools, env)
@@ -107,7 +106,7 @@ def test_clickhouse_direct_inserts_and_stats_match_the_local_file(tools, clickho
     assert "ch-pass-not-printed" not in (STATE / "events.jsonl").read_text() + from_ch.out + from_ch.err
 
 
-def test_clickhouse_wrong_password_is_a_named_sink_failure(tools, clickhouse):  # noqa: F811
+def test_clickhouse_wrong_password_is_a_named_sink_failure(tools, clickhouse):
     _, env = clickhouse
     summary, report = run_with(tools, {**env, "FRACTALOPS_CLICKHOUSE_PASSWORD": "wrong-pw"})
     assert summary.exit_code == 0  # telemetry never changes the outcome…
@@ -117,7 +116,7 @@ def test_clickhouse_wrong_password_is_a_named_sink_failure(tools, clickhouse):  
 
 
 @pytest.mark.parametrize("backend", ["down", "blackholed"])
-def test_collector_down_or_blackholed_changes_nothing_and_is_counted(tools, backend):  # noqa: F811
+def test_collector_down_or_blackholed_changes_nothing_and_is_counted(tools, backend):
     hole = Blackhole() if backend == "blackholed" else None
     url = hole.url if hole else closed_port_url()
     try:
@@ -133,9 +132,9 @@ def test_collector_down_or_blackholed_changes_nothing_and_is_counted(tools, back
     assert len(file_events()) == report.events  # the file sink is never held up by the Collector
 
 
-def test_strict_mode_fails_the_run_naming_the_sink(tools, capsys):  # noqa: F811
+def test_strict_mode_fails_the_run_naming_the_sink(tools, capsys):
     url = closed_port_url()
-    reporter = reporter_from_env("demo", STATE, {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "FRACTALOPS_BUILD_EVENTS_STRICT": "true"})
+    reporter = reporter_from_env("demo", STATE / "events.jsonl", {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "FRACTALOPS_BUILD_EVENTS_STRICT": "true"})
     summary = up(tools, reporter=reporter)
     assert summary.exit_code == 0
     doc, code = finish_telemetry(reporter, summary.to_json(), summary.exit_code)
@@ -160,7 +159,7 @@ class _Plan:
 
 class _Step:
     def __init__(self, kind="build", target="api"):
-        self.kind, self.target, self.spec, self.id = kind, target, None, f"{kind}:{target}"
+        self.kind, self.target, self.id = kind, target, f"{kind}:{target}"
 
 
 def test_full_queue_drops_and_counts_never_blocks():

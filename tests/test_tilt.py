@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from argo_standin import AppScript, ArgoStandIn, app_doc
+from argo_standin import TOKEN, AppScript, ArgoStandIn, app_doc, write_topology
 from buildplane.tools import tilt as tilt_proc
 from conftest import ROOT, run_process
 from fakes import FakeTool
-from test_handback import TOKEN, write_topology
 
 
 @pytest.fixture

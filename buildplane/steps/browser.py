@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Missing
-from .result import Status, StepResult
+from .base import RunContext, Status, StepResult
 from .smoke import FIRST_BACKOFF_S, MAX_BACKOFF_S
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -104,41 +104,86 @@ def _launch(pw, profile: str, chromium: str):
                       "or set BUILDPLANE_CHROMIUM to a working Chromium/Chrome binary") from None
 
 
-def browser_smoke(target: str, url: str, selector: str, *, deadline_s: float, chromium: str,
-                  screenshot: Path | None = None) -> StepResult:
-    sync_playwright = require_playwright()
-    started = time.monotonic()
-    shot = screenshot or screenshot_path(target)
-    shot.unlink(missing_ok=True)
-    attempts, backoff = 0, FIRST_BACKOFF_S
-    with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile, sync_playwright() as pw:
-        context = _launch(pw, profile, chromium)
-        try:
-            while True:
-                attempts += 1
-                remaining = deadline_s - (time.monotonic() - started)
-                visit = _visit(context, url, selector, max(1000.0, min(remaining, 15.0) * 1000), shot)
-                answered = visit.status is not None and 200 <= visit.status < 300
-                remaining = deadline_s - (time.monotonic() - started)
-                if answered or remaining <= 0:
-                    break
-                visit.console_errors.clear()  # errors of a page that was not up yet do not count
-                time.sleep(min(backoff, max(remaining, 0)))
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-        finally:
-            context.close()
-    facts = {"url": url, "status": visit.status, "selector": selector, "selector_found": visit.selector_found,
-             "console_errors": visit.console_errors[:20], "failed_requests": visit.failed_requests[:20],
-             "screenshot": str(shot) if shot.is_file() else None, "attempts": attempts}
-    took = time.monotonic() - started
-    if not answered:
-        last = f"last status {visit.status}" if visit.status is not None else (visit.error or "no answer")
-        return StepResult("smoke", target, Status.FAILED,
-                          f"{url} did not answer 2xx within {deadline_s:g}s ({attempts} attempt(s); {last})", took, facts)
-    if not visit.selector_found:
-        return StepResult("smoke", target, Status.FAILED, f"{url}: selector {selector!r} never appeared", took, facts)
-    if visit.console_errors:
-        return StepResult("smoke", target, Status.FAILED,
-                          f"{url}: {len(visit.console_errors)} console error(s), first: {visit.console_errors[0]}", took, facts)
-    return StepResult("smoke", target, Status.SUCCEEDED, f"{url} rendered {selector!r} with no console error "
-                      f"(screenshot {shot})", took, facts)
+@dataclass
+class BrowserFacts:
+    url: str
+    selector: str
+    visit: PageVisit
+    screenshot: str | None
+    attempts: int
+
+    def to_json(self) -> dict:
+        v = self.visit
+        return {"url": self.url, "status": v.status, "selector": self.selector, "selector_found": v.selector_found,
+                "console_errors": v.console_errors[:20], "failed_requests": v.failed_requests[:20],
+                "screenshot": self.screenshot, "attempts": self.attempts}
+
+
+@dataclass(frozen=True)
+class BrowserStep:
+    """The target's page in a real Chromium: 2xx, the selector visible, no console error; a screenshot."""
+
+    target: str
+    url: str
+    selector: str
+    deadline_s: float
+    chromium: str
+    after: tuple[str, ...] = ()
+    lock: str | None = None
+    kind: str = "smoke"
+    note: str = ""
+    reported: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"smoke:{self.target}"
+
+    def describe(self) -> dict:
+        return {"browser": f"open {self.url} in {self.chromium}; wait for {self.selector!r}; "
+                           f"screenshot {screenshot_path(self.target)}"}
+
+    def run(self, ctx: RunContext) -> StepResult:
+        started = time.monotonic()
+        shot = screenshot_path(self.target)
+        visit, attempts = self._visit_until_up(shot)
+        facts = BrowserFacts(self.url, self.selector, visit, str(shot) if shot.is_file() else None, attempts)
+        took = time.monotonic() - started
+        answered = visit.status is not None and 200 <= visit.status < 300
+        url = self.url
+        if not answered:
+            last = f"last status {visit.status}" if visit.status is not None else (visit.error or "no answer")
+            return StepResult("smoke", self.target, Status.FAILED,
+                              f"{url} did not answer 2xx within {self.deadline_s:g}s ({attempts} attempt(s); {last})",
+                              took, facts)
+        if not visit.selector_found:
+            return StepResult("smoke", self.target, Status.FAILED, f"{url}: selector {self.selector!r} never appeared",
+                              took, facts)
+        if visit.console_errors:
+            return StepResult("smoke", self.target, Status.FAILED,
+                              f"{url}: {len(visit.console_errors)} console error(s), first: {visit.console_errors[0]}",
+                              took, facts)
+        return StepResult("smoke", self.target, Status.SUCCEEDED,
+                          f"{url} rendered {self.selector!r} with no console error (screenshot {shot})", took, facts)
+
+    def _visit_until_up(self, shot: Path) -> tuple[PageVisit, int]:
+        """Visit the page until it answers 2xx or the deadline passes (a fresh release takes a while)."""
+        sync_playwright = require_playwright()
+        started = time.monotonic()
+        shot.unlink(missing_ok=True)
+        attempts, backoff = 0, FIRST_BACKOFF_S
+        with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile, sync_playwright() as pw:
+            context = _launch(pw, profile, self.chromium)
+            try:
+                while True:
+                    attempts += 1
+                    remaining = self.deadline_s - (time.monotonic() - started)
+                    visit = _visit(context, self.url, self.selector, max(1000.0, min(remaining, 15.0) * 1000), shot)
+                    answered = visit.status is not None and 200 <= visit.status < 300
+                    remaining = self.deadline_s - (time.monotonic() - started)
+                    if answered or remaining <= 0:
+                        return visit, attempts
+                    visit.console_errors.clear()  # errors of a page that was not up yet do not count
+                    time.sleep(min(backoff, max(remaining, 0)))
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+            finally:
+                context.close()

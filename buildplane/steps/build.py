@@ -1,20 +1,22 @@
-"""Build + push one image with buildx through the registry cache — or nothing, when it is fresh."""
+"""Build + push one image with buildx through the registry cache — or nothing, when it is fresh.
+
+Fresh: the final registry already has the image's content tag (one HEAD); the mode tag is then added
+registry-side if missing. Otherwise one `docker buildx build --push` under the content tag alone
+(two tags of one manifest pushed at once race on a filesystem-backed registry), then the mode tag is
+added registry-side. A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
+"""
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from ..freshness import changed_files, shown_paths
-from ..specs import BuildSpec
-from ..statefile import read_json, write_json_atomic
-from ..tools import buildx
-from ..tools.registry import RegistryClient
 from ..errors import StepFailed
-from ..tools.run import CommandFailed, Runner
-from .result import Status, StepResult
+from ..freshness import ImageInputs, changed_files, shown_paths
+from ..state import read_json, write_json_atomic
+from ..tools import buildx
+from ..tools.run import CommandFailed
+from .base import RunContext, Status, StepResult
 
 BUILD_TIMEOUT_S = 3600.0
 PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
@@ -22,119 +24,197 @@ PUSH_BACKOFF_S = 1.0
 
 
 @dataclass
-class BuildEnv:
-    """What a build step talks to; tests inject fakes."""
+class BuildFacts:
+    image: str
+    content_ref: str
+    cache_scope: str
+    cache: dict
+    digest: str | None = None
+    inline_cache: bool | None = None
 
-    runner: Runner
-    registry: RegistryClient
-    state_dir: Path
-    log: Callable[[str], None]
-    force: bool = False
-    progress: Callable[[str, str], None] | None = None  # (target, line) for live builder output
-    sleep: Callable[[float], None] = time.sleep
-    _cache_ok: bool | None = field(default=None, repr=False)
-    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def registry_cache_ok(self) -> bool:
-        """Asked once per run; a builder that cannot export registry cache gets inline cache instead."""
-        with self._cache_lock:
-            if self._cache_ok is None:
-                ok, who = buildx.registry_cache_capability()
-                if not ok:
-                    self.log(f"note: {who} cannot export registry cache; falling back to inline cache "
-                             "(enable the containerd image store or use a docker-container builder)")
-                self._cache_ok = ok
-            return self._cache_ok
+    def to_json(self) -> dict:
+        out = {"image": self.image, "content_ref": self.content_ref, "cache_scope": self.cache_scope,
+               "cache": self.cache}
+        if self.digest is not None:
+            out["digest"] = self.digest
+        if self.inline_cache is not None:
+            out["inline_cache"] = self.inline_cache
+        return out
 
 
-def record_path(state_dir: Path, spec: BuildSpec) -> Path:
-    return state_dir / "state" / f"build-{spec.mode}-{spec.target}.json"
+@dataclass(frozen=True)
+class BuildStep:
+    target: str
+    mode: str
+    context: Path
+    dockerfile: Path
+    build_target: str | None
+    build_args: dict[str, str]
+    platform: str | None
+    network: str | None
+    repo: str
+    tag: str
+    content_tag: str
+    cache_scope: str
+    cache_from: str | None  # the registry ref, when the run imports
+    cache_to: str | None  # the registry ref, when the run exports
+    metadata_file: Path
+    inputs: ImageInputs
+    kind: str = "build"
+    after: tuple[str, ...] = ()
+    note: str = ""
+    reported: bool = True
 
+    @property
+    def id(self) -> str:
+        return f"build:{self.target}"
 
-def read_record(state_dir: Path, spec: BuildSpec) -> dict | None:
-    return read_json(record_path(state_dir, spec))
+    @property
+    def lock(self) -> str:
+        return self.target
 
+    @property
+    def ref(self) -> str:
+        return f"{self.repo}:{self.tag}"
 
-def why_build(spec: BuildSpec, record: dict | None, force: bool) -> str:
-    """A sentence saying why this target is being built."""
-    if force:
-        return "--force"
-    if record is None or not record.get("files"):
-        return f"no image for inputs digest {spec.content_tag}"
-    changed = changed_files(record["files"], spec.inputs.files, limit=4)
-    if not changed:
-        return f"no image for inputs digest {spec.content_tag} in the final registry"
-    rel = shown_paths(spec.context, changed[:3])
-    more = " and more" if len(changed) > 3 else ""
-    return f"{', '.join(rel)}{more} changed"
+    @property
+    def content_ref(self) -> str:
+        return f"{self.repo}:{self.content_tag}"
 
+    # -- argv ---------------------------------------------------------------------------------
+    def cache_from_arg(self, inline_from: str | None = None) -> str | None:
+        """Registry cache import; with inline cache, the image it travels in (the last one pushed)."""
+        if not self.cache_from:
+            return None
+        return f"type=registry,ref={inline_from or self.cache_from}"
 
-def run_build(spec: BuildSpec, env: BuildEnv) -> StepResult:
-    started = time.monotonic()
-    record = read_record(env.state_dir, spec)
-    cache_info = {"import": bool(spec.cache_from), "export": bool(spec.cache_to), "cached_steps": 0, "total_steps": 0}
-    facts = {"image": spec.ref, "content_ref": spec.content_ref, "cache_scope": spec.cache_scope, "cache": cache_info}
-    if not env.force:
-        digest = env.registry.manifest_digest(spec.content_ref)
-        if digest:
-            # The mode tag may carry the commit: add it registry-side if missing (no build, no upload).
-            if env.registry.manifest_digest(spec.ref) != digest:
-                env.registry.copy_tag(spec.content_ref, spec.tag)
-            if record is None or record.get("inputs_digest") != spec.inputs.digest:
-                _save(env, spec, digest)
-            facts["digest"] = digest
-            return StepResult("build", spec.target, Status.FRESH,
-                              f"fresh: image for inputs digest {spec.content_tag} already in the final registry",
-                              time.monotonic() - started, facts)
-    reason = why_build(spec, record, env.force)
-    env.registry.check_push_access(spec.ref)  # wrong credentials: fail before anything is built or pushed
-    inline = bool(spec.cache_from or spec.cache_to) and not env.registry_cache_ok()
-    # Inline cache travels in the image: import it from the last image this mode pushed.
-    argv = spec.argv(inline_cache=inline, inline_from=(record or {}).get("ref"))
-    spec.metadata_file.parent.mkdir(parents=True, exist_ok=True)
-    spec.metadata_file.unlink(missing_ok=True)
-    lines: list[str] = []
+    def cache_to_arg(self, inline: bool = False) -> str | None:
+        if not self.cache_to:
+            return None
+        return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max"
 
-    def on_line(line: str) -> None:
-        lines.append(line)
-        if env.progress:
-            env.progress(spec.target, line)
+    def argv(self, inline_cache: bool = False, inline_from: str | None = None) -> list[str]:
+        """`docker buildx build …` in the same order python-on-whales writes it (tested for parity)."""
+        argv = ["docker", "buildx", "build", "--progress", "plain"]
+        for k, v in self.build_args.items():
+            argv += ["--build-arg", f"{k}={v}"]
+        argv += ["--push", "--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
+        if self.build_target:
+            argv += ["--target", self.build_target]
+        cf = self.cache_from_arg(inline_from if inline_cache else None)
+        if inline_cache and not inline_from:
+            cf = None  # inline cache with no earlier image: nothing to import
+        ct = self.cache_to_arg(inline_cache)
+        if cf:
+            argv += ["--cache-from", cf]
+        if ct:
+            argv += ["--cache-to", ct]
+        if self.platform:
+            argv += ["--platform", self.platform]
+        if self.network:
+            argv += ["--network", self.network]
+        # One tag leaves the builder; the content tag goes, so a run cut short after the push is still fresh.
+        argv += ["--tag", self.content_ref, str(self.context)]
+        return argv
 
-    env.log(f"{spec.target}: building ({reason})")
-    _build_and_push(spec, env, argv, lines, on_line)
-    progress = buildx.parse_progress(lines)
-    digest = buildx.read_metadata_digest(spec.metadata_file)
-    if digest:  # the mode tag, added registry-side: the image left the builder once, under its content tag
-        env.registry.copy_tag(spec.content_ref, spec.tag)
-    cache_info.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
-    facts.update(digest=digest, cache=cache_info, inline_cache=inline)
-    _save(env, spec, digest, cache_info)
-    return StepResult("build", spec.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+    def describe(self) -> dict:
+        return {"argv": self.argv(), "cache_scope": self.cache_scope, "inputs_digest": self.inputs.digest,
+                "fresh_check": f"HEAD {self.content_ref} in the final registry; build and push only if missing",
+                "image": self.ref,
+                "tag": f"{self.ref}: added registry-side, a manifest copy of {self.content_ref} (no second push)"}
 
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> StepResult:
+        started = time.monotonic()
+        record = read_json(ctx.state.build_record(self.mode, self.target))
+        facts = BuildFacts(self.ref, self.content_ref, self.cache_scope,
+                           {"import": bool(self.cache_from), "export": bool(self.cache_to),
+                            "cached_steps": 0, "total_steps": 0})
+        if not ctx.force:
+            fresh = self._fresh(ctx, record, facts)
+            if fresh:
+                return StepResult("build", self.target, Status.FRESH, fresh, time.monotonic() - started, facts)
+        reason = self.why(record, ctx.force)
+        ctx.registry.check_push_access(self.ref)  # wrong credentials: fail before anything is built or pushed
+        inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
+        # Inline cache travels in the image: import it from the last image this mode pushed.
+        argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"))
+        lines = self._build_and_push(ctx, argv, reason)
+        progress = buildx.parse_progress(lines)
+        facts.digest = buildx.read_metadata_digest(self.metadata_file)
+        if facts.digest:  # the mode tag, added registry-side: the image left the builder once
+            ctx.registry.copy_tag(self.content_ref, self.tag)
+        facts.cache.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
+        facts.inline_cache = inline
+        self._save(ctx, facts.digest, facts.cache)
+        return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
-def _build_and_push(spec: BuildSpec, env: BuildEnv, argv: list[str], lines: list[str], on_line) -> None:
-    """Run the build; a push the registry broke off (5xx, reset) is tried again, a bounded number of times."""
-    delay = PUSH_BACKOFF_S
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
-        start = len(lines)
-        try:
-            env.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line)
-            return
-        except CommandFailed as exc:
-            fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())
-            if fault is None:
-                raise
-            if attempt == PUSH_ATTEMPTS:
-                raise StepFailed(f"{spec.target}: the push to registry {fault.registry} failed {attempt} times, "
-                                 f"last with {fault.status} ({fault.url}); check the registry's health and logs") from None
-            env.log(f"{spec.target}: registry {fault.registry} answered {fault.status} during the push; "
-                    f"trying again in {delay:g}s ({attempt}/{PUSH_ATTEMPTS})")
-            env.sleep(delay)
-            delay *= 2
+    def _fresh(self, ctx: RunContext, record: dict | None, facts: BuildFacts) -> str | None:
+        digest = ctx.registry.manifest_digest(self.content_ref)
+        if not digest:
+            return None
+        # The mode tag may carry the commit: add it registry-side if missing (no build, no upload).
+        if ctx.registry.manifest_digest(self.ref) != digest:
+            ctx.registry.copy_tag(self.content_ref, self.tag)
+        if record is None or record.get("inputs_digest") != self.inputs.digest:
+            self._save(ctx, digest)
+        facts.digest = digest
+        return f"fresh: image for inputs digest {self.content_tag} already in the final registry"
 
+    def _registry_cache_ok(self, ctx: RunContext) -> bool:
+        ok, who = ctx.builder.registry_cache()
+        if not ok:
+            ctx.log(f"note: {who} cannot export registry cache; falling back to inline cache "
+                    "(enable the containerd image store or use a docker-container builder)")
+        return ok
 
-def _save(env: BuildEnv, spec: BuildSpec, digest: str | None, cache: dict | None = None) -> None:
-    write_json_atomic(record_path(env.state_dir, spec), {
-        "inputs_digest": spec.inputs.digest, "files": spec.inputs.files, "digest": digest, "ref": spec.ref,
-        "content_ref": spec.content_ref, "cache": cache, "at": time.time(),
-    })
+    def why(self, record: dict | None, force: bool) -> str:
+        """A sentence saying why this target is being built."""
+        if force:
+            return "--force"
+        if record is None or not record.get("files"):
+            return f"no image for inputs digest {self.content_tag}"
+        changed = changed_files(record["files"], self.inputs.files, limit=4)
+        if not changed:
+            return f"no image for inputs digest {self.content_tag} in the final registry"
+        rel = shown_paths(self.context, changed[:3])
+        more = " and more" if len(changed) > 3 else ""
+        return f"{', '.join(rel)}{more} changed"
+
+    def _build_and_push(self, ctx: RunContext, argv: list[str], reason: str) -> list[str]:
+        """Run the build; a push the registry broke off (5xx, reset) is tried again, a bounded number of times."""
+        self.metadata_file.parent.mkdir(parents=True, exist_ok=True)
+        self.metadata_file.unlink(missing_ok=True)
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            if ctx.progress:
+                ctx.progress(self.target, line)
+
+        ctx.log(f"{self.target}: building ({reason})")
+        delay = PUSH_BACKOFF_S
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            start = len(lines)
+            try:
+                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line)
+                return lines
+            except CommandFailed as exc:
+                fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())
+                if fault is None:
+                    raise
+                if attempt == PUSH_ATTEMPTS:
+                    raise StepFailed(f"{self.target}: the push to registry {fault.registry} failed {attempt} times, "
+                                     f"last with {fault.status} ({fault.url}); check the registry's health and logs"
+                                     ) from None
+                ctx.log(f"{self.target}: registry {fault.registry} answered {fault.status} during the push; "
+                        f"trying again in {delay:g}s ({attempt}/{PUSH_ATTEMPTS})")
+                ctx.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _save(self, ctx: RunContext, digest: str | None, cache: dict | None = None) -> None:
+        write_json_atomic(ctx.state.build_record(self.mode, self.target), {
+            "inputs_digest": self.inputs.digest, "files": self.inputs.files, "digest": digest, "ref": self.ref,
+            "content_ref": self.content_ref, "cache": cache, "at": time.time(),
+        })

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..errors import BuildplaneError
 from ..tools.argocd import IN_PROGRESS, ArgoClient, ArgoError
-from .result import Status, StepResult
+from .base import RunContext, Status, StepResult
 
 RUNNING = ("Running", "Terminating")
 FAILED_PHASES = ("Failed", "Error")
@@ -100,7 +100,44 @@ class AppReport:
 
     def result(self) -> StepResult:
         return StepResult("handback", self.app, Status.SUCCEEDED if self.ok else Status.FAILED,
-                          self.message or f"{self.sync}/{self.health}", self.duration_s, self.to_json())
+                          self.message or f"{self.sync}/{self.health}", self.duration_s, self,
+                          exit_code=self.exit_code or 1)
+
+
+@dataclass(frozen=True)
+class HandbackStep:
+    """One canonical app handed back to Argo CD: read, sync if needed, wait until Synced and Healthy."""
+
+    app: str
+    server: str
+    timeout_s: float
+    prune: bool
+    poll_s: float
+    dev_tag: re.Pattern
+    after: tuple[str, ...] = ()
+    kind: str = "handback"
+    lock: str | None = None
+    note: str = ""
+    reported: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"handback:{self.app}"
+
+    @property
+    def target(self) -> str:
+        return self.app
+
+    def describe(self) -> dict:
+        base = self.server.rstrip("/")
+        return {"http": [f"GET {base}/api/v1/applications/{self.app}?refresh=normal",
+                         f"POST {base}/api/v1/applications/{self.app}/sync (only when not Synced+Healthy)"]}
+
+    def run(self, ctx: RunContext) -> StepResult:
+        clock = Clock(now=ctx.now, sleep=ctx.sleep, poll_s=self.poll_s)
+        report = hand_back(ctx.argo, self.app, timeout_s=self.timeout_s, prune=self.prune, dev_tag=self.dev_tag,
+                           clock=clock, log=ctx.log)
+        return report.result()
 
 
 def dev_images(images: tuple[str, ...], dev_tag: re.Pattern) -> list[str]:

@@ -1,7 +1,7 @@
 """Release one target with Helm — only after its image was built or found fresh.
 
 Applied with `helm upgrade --install` when an allowed kube context resolves; otherwise rendered
-with `helm template` under .buildplane/rendered/ and reported as `rendered`, never as applied.
+with `helm template` under the state dir and reported as `rendered`, never as applied.
 A release whose inputs (chart, values, image digest, namespace, name) did not change is skipped.
 """
 from __future__ import annotations
@@ -10,52 +10,32 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from ..freshness import ImageInputs, StatCache, release_inputs, tree_hashes
-from ..specs import ReleaseSpec
-from ..statefile import read_json, write_json_atomic
-from ..tools.run import Runner
-from .result import Status, StepResult
+from ..errors import Missing
+from ..freshness import ImageInputs, StatCache, release_files, release_inputs
+from ..state import read_json, write_json_atomic
+from .base import RunContext, Status, StepResult
 
 
 @dataclass
-class ReleaseEnv:
-    runner: Runner
-    state_dir: Path
-    log: Callable[[str], None]
-    force: bool = False
+class ReleaseFacts:
+    release: str
+    namespace: str
+    image_digest: str
+    applied: bool
+    revision: int | None = None
+    rendered: str | None = None
+
+    def to_json(self) -> dict:
+        return {"release": self.release, "namespace": self.namespace, "image_digest": self.image_digest,
+                "applied": self.applied, "revision": self.revision, "rendered": self.rendered}
 
 
-def _timeout_s(helm_timeout: str) -> float:
+def helm_timeout_s(helm_timeout: str) -> float:
     total = 0
     for n, unit in re.findall(r"(\d+)([smh])", helm_timeout):
         total += int(n) * {"s": 1, "m": 60, "h": 3600}[unit]
     return float(total)
-
-
-def release_files(chart: Path, values: tuple[Path, ...], cache: StatCache) -> tuple[dict[str, str], dict[str, str]]:
-    """(chart file hashes, values file hashes): what a release is made of besides the image."""
-    return tree_hashes(chart, cache), {str(v): cache.file_hash(str(v), v.stat()) for v in values}
-
-
-def release_digest(spec: ReleaseSpec, image_digest: str, cache: StatCache) -> str:
-    chart, values = release_files(spec.chart, spec.values, cache)
-    return release_inputs(chart_files=chart, values_files=values, image_digest=image_digest,
-                          namespace=spec.namespace, release=spec.release,
-                          extra={"context": str(spec.kube_context), "render": str(spec.render_only)})
-
-
-def state_path(state_dir: Path, spec: ReleaseSpec) -> Path:
-    return release_record_path(state_dir, spec.mode, spec.target)
-
-
-def release_record_path(state_dir: Path, mode: str, target: str) -> Path:
-    return state_dir / "state" / f"release-{mode}-{target}.json"
-
-
-def read_state(state_dir: Path, spec: ReleaseSpec) -> dict | None:
-    return read_json(state_path(state_dir, spec))
 
 
 def parse_revision(helm_output: str) -> int | None:
@@ -64,51 +44,108 @@ def parse_revision(helm_output: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def rendered_path(state_dir: Path, spec: ReleaseSpec) -> Path:
-    return state_dir / "rendered" / f"{spec.mode}-{spec.target}.yaml"
+@dataclass(frozen=True)
+class ReleaseStep:
+    target: str
+    mode: str
+    release: str
+    chart: Path
+    namespace: str
+    kube_context: str | None
+    values: tuple[Path, ...]
+    repo: str
+    timeout: str
+    history_max: int
+    helm_major: int
+    render_only: bool  # no reachable allowed context: helm template, never applied
+    image: ImageInputs | None = None  # what the image is built from, recorded for `status`
+    kind: str = "release"
+    note: str = ""
+    reported: bool = True
 
+    @property
+    def id(self) -> str:
+        return f"release:{self.target}"
 
-def run_release(spec: ReleaseSpec, image_digest: str, env: ReleaseEnv, cache: StatCache,
-                image: ImageInputs | None = None) -> StepResult:
-    started = time.monotonic()
-    inputs = release_digest(spec, image_digest, cache)
-    previous = read_state(env.state_dir, spec)
-    facts = {"release": spec.release, "namespace": spec.namespace, "image_digest": image_digest,
-             "applied": not spec.render_only}
-    if not env.force and previous and previous.get("inputs") == inputs and (
-            not spec.render_only or rendered_path(env.state_dir, spec).is_file()):
-        facts["revision"] = previous.get("revision")
-        facts["rendered"] = previous.get("rendered")
-        if image is not None and previous.get("image_inputs_digest") != image.digest:
+    @property
+    def after(self) -> tuple[str, ...]:
+        return (f"build:{self.target}",)
+
+    @property
+    def lock(self) -> str:
+        return self.target
+
+    def argv(self, digest: str) -> list[str]:
+        if self.render_only:
+            argv = ["helm", "template", self.release, str(self.chart), "--namespace", self.namespace]
+        else:
+            argv = ["helm", "upgrade", "--install", self.release, str(self.chart), "--namespace", self.namespace,
+                    "--kube-context", str(self.kube_context)]
+        for v in self.values:
+            argv += ["-f", str(v)]
+        argv += ["--set", f"image.repository={self.repo}", "--set", f"image.digest={digest}"]
+        if not self.render_only:
+            argv += ["--wait", "--timeout", self.timeout, "--history-max", str(self.history_max)]
+            # Helm 4 renamed --atomic; both roll back a failed upgrade.
+            argv.append("--rollback-on-failure" if self.helm_major >= 4 else "--atomic")
+        return argv
+
+    def describe(self) -> dict:
+        return {"argv": self.argv("<digest pushed by build>"), "applied": not self.render_only}
+
+    def digest(self, image_digest: str, cache: StatCache) -> str:
+        chart, values = release_files(self.chart, self.values, cache)
+        return release_inputs(chart_files=chart, values_files=values, image_digest=image_digest,
+                              namespace=self.namespace, release=self.release,
+                              extra={"context": str(self.kube_context), "render": str(self.render_only)})
+
+    def run(self, ctx: RunContext) -> StepResult:
+        started = time.monotonic()
+        build = ctx.result(self.after[0])
+        image_digest = build.facts.digest if build is not None and build.facts is not None else None
+        if not image_digest:
+            raise Missing(f"{self.target}: no pushed image digest to release")
+        inputs = self.digest(image_digest, ctx.release_cache)
+        record_path = ctx.state.release_record(self.mode, self.target)
+        previous = read_json(record_path)
+        facts = ReleaseFacts(self.release, self.namespace, image_digest, not self.render_only)
+        if not ctx.force and self._fresh(ctx, previous, inputs, facts):
+            return StepResult("release", self.target, Status.FRESH,
+                              "fresh: chart, values and image unchanged since the last release",
+                              time.monotonic() - started, facts)
+        reason = "--force" if ctx.force else ("first release" if not previous else
+                                               "new image digest" if previous.get("image_digest") != image_digest
+                                               else "chart or values changed")
+        result = ctx.runner.run(self.argv(image_digest), timeout=helm_timeout_s(self.timeout) + 60)
+        if self.render_only:
+            out = ctx.state.rendered(self.mode, self.target)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(result.stdout)
+            facts.rendered = str(out)
+        else:
+            facts.revision = parse_revision(result.stdout)
+        self._record(ctx, record_path, inputs, facts)
+        return StepResult("release", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+    def _fresh(self, ctx: RunContext, previous: dict | None, inputs: str, facts: ReleaseFacts) -> bool:
+        if not previous or previous.get("inputs") != inputs:
+            return False
+        if self.render_only and not ctx.state.rendered(self.mode, self.target).is_file():
+            return False
+        facts.revision, facts.rendered = previous.get("revision"), previous.get("rendered")
+        if self.image is not None and previous.get("image_inputs_digest") != self.image.digest:
             # Other inputs, the same image: what runs is what this tree builds, so record it for `status`.
-            write_json_atomic(state_path(env.state_dir, spec), {
-                **previous, "image_inputs_digest": image.digest, "image_files": image.files})
-        return StepResult("release", spec.target, Status.FRESH, "fresh: chart, values and image unchanged since the last release",
-                          time.monotonic() - started, facts)
-    reason = "--force" if env.force else ("first release" if not previous else _what_changed(previous, inputs, image_digest))
-    argv = spec.argv(image_digest)
-    timeout = _timeout_s(spec.timeout) + 60
-    result = env.runner.run(argv, timeout=timeout)
-    if spec.render_only:
-        out = rendered_path(env.state_dir, spec)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.stdout)
-        facts["rendered"] = str(out)
-        facts["revision"] = None
-    else:
-        facts["revision"] = parse_revision(result.stdout)
-    chart, values = release_files(spec.chart, spec.values, cache)
-    # What went out, file by file, so `status` can say which edit has not reached the cluster.
-    write_json_atomic(state_path(env.state_dir, spec), {
-        "inputs": inputs, "image_digest": image_digest, "revision": facts["revision"], "rendered": facts.get("rendered"),
-        "at": time.time(), "applied": not spec.render_only, "release": spec.release, "namespace": spec.namespace,
-        "kube_context": spec.kube_context, "image_inputs_digest": image.digest if image else None,
-        "image_files": image.files if image else None, "chart_files": chart, "values_files": values,
-    })
-    return StepResult("release", spec.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+            write_json_atomic(ctx.state.release_record(self.mode, self.target), {
+                **previous, "image_inputs_digest": self.image.digest, "image_files": self.image.files})
+        return True
 
-
-def _what_changed(previous: dict, inputs: str, image_digest: str) -> str:
-    if previous.get("image_digest") != image_digest:
-        return "new image digest"
-    return "chart or values changed"
+    def _record(self, ctx: RunContext, path: Path, inputs: str, facts: ReleaseFacts) -> None:
+        """What went out, file by file, so `status` can say which edit has not reached the cluster."""
+        chart, values = release_files(self.chart, self.values, ctx.release_cache)
+        write_json_atomic(path, {
+            "inputs": inputs, "image_digest": facts.image_digest, "revision": facts.revision,
+            "rendered": facts.rendered, "at": time.time(), "applied": not self.render_only, "release": self.release,
+            "namespace": self.namespace, "kube_context": self.kube_context,
+            "image_inputs_digest": self.image.digest if self.image else None,
+            "image_files": self.image.files if self.image else None, "chart_files": chart, "values_files": values,
+        })

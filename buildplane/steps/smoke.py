@@ -12,8 +12,7 @@ from typing import Callable
 
 import httpx
 
-from ..specs import SmokeSpec
-from .result import Status, StepResult
+from .base import RunContext, Status, StepResult
 
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 2.0
@@ -65,24 +64,53 @@ def check_route(client: httpx.Client, route, deadline: float, *, now: Callable[[
         backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
-def run_route_smoke(spec: SmokeSpec, client: httpx.Client | None = None, *, now: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> StepResult:
-    started = now()
-    deadline = started + spec.deadline_s
-    own = client is None
-    client = client or httpx.Client(verify=True)
-    try:
-        results = [check_route(client, r, deadline, now=now, sleep=sleep) for r in spec.routes]
-    finally:
-        if own:
-            client.close()
-    passed = sum(r.ok for r in results)
-    facts = {"routes": [r.to_json() for r in results], "routes_passed": f"{passed}/{len(results)}"}
-    if passed == len(results):
-        slowest = max((r.latency_ms or 0) for r in results) if results else 0
-        return StepResult("smoke", spec.target, Status.SUCCEEDED, f"{passed} route(s) answered (slowest {slowest:.0f} ms)",
+@dataclass
+class RouteFacts:
+    routes: list[RouteResult]
+
+    def to_json(self) -> dict:
+        passed = sum(r.ok for r in self.routes)
+        return {"routes": [r.to_json() for r in self.routes], "routes_passed": f"{passed}/{len(self.routes)}"}
+
+
+@dataclass(frozen=True)
+class SmokeStep:
+    """GET every public route of a target until it answers as expected, or its deadline passes."""
+
+    target: str
+    routes: tuple = ()
+    deadline_s: float = 120.0
+    after: tuple[str, ...] = ()
+    lock: str | None = None  # in `up`, the target's lock (the smoke belongs to its release)
+    kind: str = "smoke"
+    note: str = ""
+    reported: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"smoke:{self.target}"
+
+    def describe(self) -> dict:
+        return {"http": [f"GET {r.url} expect {r.status}" + (f" containing {r.text!r}" if r.text else "")
+                         for r in self.routes]}
+
+    def run(self, ctx: RunContext) -> StepResult:
+        now = ctx.now
+        started = now()
+        deadline = started + self.deadline_s
+        client = ctx.http or httpx.Client(verify=True)
+        try:
+            results = [check_route(client, r, deadline, now=now, sleep=ctx.sleep) for r in self.routes]
+        finally:
+            if ctx.http is None:
+                client.close()
+        facts = RouteFacts(results)
+        passed = sum(r.ok for r in results)
+        if passed == len(results):
+            slowest = max((r.latency_ms or 0) for r in results) if results else 0
+            return StepResult("smoke", self.target, Status.SUCCEEDED,
+                              f"{passed} route(s) answered (slowest {slowest:.0f} ms)", now() - started, facts)
+        bad = next(r for r in results if not r.ok)
+        return StepResult("smoke", self.target, Status.FAILED,
+                          f"{bad.url}: {bad.message} after {bad.attempts} attempt(s) within {self.deadline_s:g}s",
                           now() - started, facts)
-    bad = next(r for r in results if not r.ok)
-    return StepResult("smoke", spec.target, Status.FAILED,
-                      f"{bad.url}: {bad.message} after {bad.attempts} attempt(s) within {spec.deadline_s:g}s",
-                      now() - started, facts)

@@ -75,7 +75,7 @@ def _step_attrs(plan, run_id: str, step) -> dict:
     attrs = {**_base(plan, run_id), "cicd.pipeline.task.name": f"{kind} {step.target}" if step.target else kind,
              "cicd.pipeline.task.type": TASK_TYPE.get(kind, "build"), "buildplane.step": kind,
              "buildplane.target": step.target}
-    scope = getattr(step.spec, "cache_scope", None)
+    scope = getattr(step, "cache_scope", None)
     if scope:
         attrs["buildplane.cache.scope"] = scope
     return attrs
@@ -90,7 +90,7 @@ def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
     outcome = STEP_RESULT[result.status.value]
     if outcome == "failure" and "timed out" in (result.reason or ""):
         outcome = "timeout"
-    facts = result.facts or {}
+    facts = result.facts_json()
     cache = facts.get("cache") or {}
     attrs.update({
         "cicd.pipeline.task.run.result": outcome,

@@ -8,9 +8,6 @@ from ..errors import BadInput
 from .reporter import EventReporter, SinkWorker
 from .sinks import ClickHouseSink, FileSink, OtlpSink, clickhouse_url, otlp_headers, otlp_logs_endpoint, safe_url
 
-EVENTS_FILE = "events.jsonl"
-
-
 def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -26,10 +23,10 @@ def clickhouse_settings(environ) -> dict:
             "password": environ.get("FRACTALOPS_CLICKHOUSE_PASSWORD") or None}
 
 
-def reporter_from_env(service_name: str, state_dir: Path, environ=None) -> EventReporter:
+def reporter_from_env(service_name: str, path: Path, environ=None) -> EventReporter:
+    """The file sink at `path` always; OTLP and ClickHouse as the environment asks."""
     environ = os.environ if environ is None else environ
     service = environ.get("OTEL_SERVICE_NAME") or service_name
-    path = state_dir / EVENTS_FILE
     workers = [SinkWorker("file", str(path), lambda: FileSink(path))]
     endpoint = otlp_logs_endpoint(environ)
     if endpoint:

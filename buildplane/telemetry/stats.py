@@ -129,15 +129,3 @@ def clickhouse_query(settings: dict, name: str, since_ns: int, client: httpx.Cli
 def clickhouse_stats(settings: dict, since_ns: int = 0, client: httpx.Client | None = None) -> list[dict]:
     return combine(clickhouse_query(settings, "stats_builds", since_ns, client),
                    clickhouse_query(settings, "stats_durations", since_ns, client))
-
-
-def stats_lines(rows: list[dict]) -> list[str]:
-    from ..render import table
-
-    out = [("TARGET", "SCOPE", "RUNS", "BUILT", "FRESH", "FAILED", "CACHE-HIT", "STEP p50/p95")]
-    for r in rows:
-        hit = "-" if r["cache_hit_ratio"] is None else f"{r['cache_hit_ratio']:.0%}"
-        steps = ", ".join(f"{s} {v['p50_ms']}/{v['p95_ms']} ms" for s, v in sorted(r["steps"].items()))
-        out.append((r["target"], r["cache_scope"], str(r["runs"]), str(r["builds"]), str(r["fresh"]), str(r["failed"]),
-                    hit, steps))
-    return table(out)

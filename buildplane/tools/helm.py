@@ -1,12 +1,12 @@
 """Helm facts the product needs before it runs Helm: its major version (for the rollback flag)."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 from ..errors import Missing
+from ..state import read_json, write_json_atomic
 from .run import Runner
 
 _cache: dict[str, int] = {}
@@ -33,16 +33,10 @@ def major_version(runner: Runner, cache_file: Path | None = None) -> int | None:
     key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
     if key in _cache:
         return _cache[key]
-    stored: dict = {}
-    if cache_file is not None:
-        try:
-            stored = json.loads(cache_file.read_text())
-        except (OSError, ValueError):
-            stored = {}
+    stored = (read_json(cache_file) if cache_file is not None else None) or {}
     if key not in stored:
         stored[key] = parse_version(runner.run(["helm", "version", "--short"], timeout=20).stdout)
         if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(stored))
+            write_json_atomic(cache_file, stored)
     _cache[key] = stored[key]
     return stored[key]

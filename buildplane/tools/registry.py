@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import Missing, StepFailed
+from ..errors import BuildplaneError, Missing, StepFailed
+from .run import Runner
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -58,8 +58,9 @@ def docker_config_path(environ=None) -> Path:
     return Path(base) / "config.json"
 
 
-def credentials_for(host: str, environ=None) -> tuple[str, str] | None:
-    """(user, secret) for `host` from the Docker config, or None."""
+def credentials_for(host: str, environ=None, runner: Runner | None = None) -> tuple[str, str] | None:
+    """(user, secret) for `host` from the Docker config — inline `auths`, or its credential helper, run
+    through the one process runner (never logged: the secret is on its stdout) — or None."""
     try:
         cfg = json.loads(docker_config_path(environ).read_text())
     except (OSError, ValueError):
@@ -71,11 +72,10 @@ def credentials_for(host: str, environ=None) -> tuple[str, str] | None:
         return user, secret
     if helper:
         try:
-            out = subprocess.run([f"docker-credential-{helper}", "get"], input=host, capture_output=True,
-                                 text=True, timeout=10, check=True).stdout
+            out = (runner or Runner()).run([f"docker-credential-{helper}", "get"], stdin=host, timeout=10).stdout
             data = json.loads(out)
             return data.get("Username", ""), data.get("Secret", "")
-        except (OSError, subprocess.SubprocessError, ValueError):
+        except (BuildplaneError, ValueError):
             return None
     return None
 
@@ -85,8 +85,9 @@ class RegistryClient:
 
     def __init__(self, client: httpx.Client | None = None, plain_http: frozenset[str] = frozenset(),
                  environ=None, timeout: float = 5.0, attempts: int = 3, backoff_s: float = 0.25,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, runner: Runner | None = None) -> None:
         self.client = client or httpx.Client(timeout=timeout)
+        self.runner = runner
         self.plain_http = plain_http
         self.environ = environ
         self.attempts, self.backoff_s, self.sleep = attempts, backoff_s, sleep
@@ -135,14 +136,14 @@ class RegistryClient:
         except httpx.HTTPError as exc:
             raise Missing(f"registry {host} does not answer ({type(exc).__name__}); is it up? (`make lab-up` for the lab)") from None
         if resp.status_code == 401:
-            who = "the credentials in your Docker config" if credentials_for(host, self.environ) else "no credentials"
+            who = "the credentials in your Docker config" if credentials_for(host, self.environ, self.runner) else "no credentials"
             raise Missing(f"registry {host} refused {who} (HTTP 401); run `docker login {host}`")
         if resp.status_code == 403:
             raise Missing(f"registry {host} denied access to {scope} (HTTP 403); check the account's permissions")
         return resp
 
     def _authorize(self, host: str, scope: str, challenge: str) -> str | None:
-        creds = credentials_for(host, self.environ)
+        creds = credentials_for(host, self.environ, self.runner)
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
             if not creds:

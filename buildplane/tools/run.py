@@ -1,7 +1,8 @@
 """The one subprocess choke point (DESIGN §10).
 
-argv lists only, never a shell; the binary is resolved first (with an install hint when
-missing); every call has a timeout; interrupt → terminate → kill; the quoted command is
+argv lists only, never a shell; kubectl only with a read-only verb (the guard runs here, so no
+caller can walk around it); the binary is resolved first (with an install hint when missing);
+every call has a timeout; interrupt → terminate → kill; the quoted command is
 logged, never the environment. Failures raise one CommandFailed with command, exit code
 and the tail of stderr.
 """
@@ -15,11 +16,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import sh
 
 from ..errors import Interrupted, Missing, StepFailed
+from .kubectl import check_kubectl
 
 INSTALL_HINTS = {
     "docker": "run `make lab-up` (local builder) or install Docker with buildx",
@@ -75,65 +78,76 @@ class Runner:
             on_line: Callable[[str], None] | None = None, stdin: str | None = None, check: bool = True) -> Result:
         if _cancelled.is_set():
             raise Interrupted("interrupted")
+        if Path(argv[0]).name == "kubectl":
+            check_kubectl(list(argv))  # read-only verbs only, whoever calls: Refused (exit 3) before it starts
         binary = self.which(argv[0])
         if self.log:
             self.log("$ " + quote(argv))
-        out: list[str] | io.StringIO
-        err: list[str] | io.StringIO
-        if on_line is None:
-            # Plain buffers: sh's per-line callbacks add ~100 ms of reader latency to every call.
-            out, err = io.StringIO(), io.StringIO()
-            on_out, on_err = out, err
-        else:
-            out, err = [], []
-
-            def on_out(line: str) -> None:
-                out.append(line)
-                on_line(line.rstrip("\n"))
-
-            def on_err(line: str) -> None:
-                err.append(line)
-                on_line(line.rstrip("\n"))
-
+        out, err, on_out, on_err = _sinks(on_line)
         started = time.monotonic()
         proc = sh.Command(binary)(
             *argv[1:], _bg=True, _bg_exc=False, _env=env if env is not None else dict(os.environ), _cwd=cwd,
             _out=on_out, _err=on_err, _in=stdin, _ok_code=list(range(256)), _new_session=True,
         )
-        with _live_lock:
-            _live[id(proc)] = proc
-        timed_out = threading.Event()
-
-        def on_timeout() -> None:
-            timed_out.set()
-            _stop(proc)
-
-        # A timer enforces the timeout, so waiting costs no polling latency (sh's wait(timeout) polls at 100 ms).
-        timer = threading.Timer(timeout, on_timeout)
-        timer.daemon = True
-        timer.start()
-        signalled: int | None = None
-        try:
-            try:
-                proc.wait()
-            except sh.ErrorReturnCode as exc:  # killed by a signal: sh reports it as an error
-                signalled = exc.exit_code
-        except BaseException:
-            _stop(proc)
-            raise
-        finally:
-            timer.cancel()
-            with _live_lock:
-                _live.pop(id(proc), None)
+        code, timed_out = _wait(proc, timeout)
         if _cancelled.is_set():
             raise Interrupted("interrupted")
-        code = None if timed_out.is_set() else (signalled if signalled is not None else proc.exit_code)
         text = (lambda b: b.getvalue() if isinstance(b, io.StringIO) else "".join(b))
         result = Result(list(argv), code if code is not None else -1, text(out), text(err),
                         time.monotonic() - started)
-        if check and (timed_out.is_set() or code != 0):
-            raise CommandFailed(argv, code, tail(result.stderr or result.stdout), timed_out.is_set())
+        if check and (timed_out or code != 0):
+            raise CommandFailed(argv, code, tail(result.stderr or result.stdout), timed_out)
         return result
+
+
+def _sinks(on_line: Callable[[str], None] | None):
+    """Where a command's output goes: plain buffers, or line callbacks that also keep it."""
+    if on_line is None:
+        # Plain buffers: sh's per-line callbacks add ~100 ms of reader latency to every call.
+        out, err = io.StringIO(), io.StringIO()
+        return out, err, out, err
+    out_lines: list[str] = []
+    err_lines: list[str] = []
+
+    def keep(buffer: list[str]):
+        def on(line: str) -> None:
+            buffer.append(line)
+            on_line(line.rstrip("\n"))
+        return on
+
+    return out_lines, err_lines, keep(out_lines), keep(err_lines)
+
+
+def _wait(proc, timeout: float) -> tuple[int | None, bool]:
+    """(exit code or None when timed out, timed out?) — the process group is stopped on any way out."""
+    with _live_lock:
+        _live[id(proc)] = proc
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        _stop(proc)
+
+    # A timer enforces the timeout, so waiting costs no polling latency (sh's wait(timeout) polls at 100 ms).
+    timer = threading.Timer(timeout, on_timeout)
+    timer.daemon = True
+    timer.start()
+    signalled: int | None = None
+    try:
+        try:
+            proc.wait()
+        except sh.ErrorReturnCode as exc:  # killed by a signal: sh reports it as an error
+            signalled = exc.exit_code
+    except BaseException:
+        _stop(proc)
+        raise
+    finally:
+        timer.cancel()
+        with _live_lock:
+            _live.pop(id(proc), None)
+    if timed_out.is_set():
+        return None, True
+    return (signalled if signalled is not None else proc.exit_code), False
 
 
 def _stop(proc, grace: float = 1.0) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput
-from ..statefile import read_json, write_json_atomic
+from ..state import read_json, write_json_atomic
 
 STOP_GRACE_S = 10.0
 

@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/paths.sh"
 started=no
 if ! { [ -f "$BP_LAB_RUN/pids/dockerd.pid" ] && kill -0 "$(cat "$BP_LAB_RUN/pids/dockerd.pid")" 2>/dev/null; }; then
-  bash "$here/up.sh" || exit $?
+  # A lab that failed half-way up is stopped again (down.sh stops only the PIDs up.sh recorded).
+  bash "$here/up.sh" || { rc=$?; bash "$here/down.sh"; exit "$rc"; }
   started=yes
 fi
 stop() { [ "$started" = yes ] && bash "$here/down.sh"; }

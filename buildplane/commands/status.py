@@ -5,14 +5,14 @@ so it needs no cluster and no registry: one stat per file, thanks to the stat ca
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .freshness import StatCache, changed_files, shown_paths
-from .plan import project_path, target_inputs
-from .statefile import read_json
-from .steps.release import release_files, release_record_path
-from .topology import Topology
+from ..contract import project_path, select_targets
+from ..freshness import StatCache, changed_files, release_files, shown_paths, target_inputs
+from ..state import StateDir, read_json
+from ..topology import Topology
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,11 @@ class TargetStatus:
                 "revision": self.revision, "changed": list(self.changed)}
 
 
-def target_status(topo: Topology, mode: str, name: str, base: Path, state_dir: Path, cache: StatCache) -> TargetStatus:
+def target_status(topo: Topology, mode: str, name: str, base: Path, state: StateDir, cache: StatCache) -> TargetStatus:
     t = topo.targets[name]
     if not t.chart:
         return TargetStatus(name, "no-chart", "has no chart: it is built, never released")
-    record = read_json(release_record_path(state_dir, mode, name))
+    record = read_json(state.release_record(mode, name))
     if not record:
         return TargetStatus(name, "never-released",
                             f"never released in {mode} mode from this working tree: run `buildplane up --mode {mode} {name}`")
@@ -61,9 +61,21 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state_dir: P
                         f"revision {revision}) is what the working tree builds", digest, revision)
 
 
-def status(topo: Topology, mode: str, targets: list[str], base: Path, state_dir: Path) -> list[TargetStatus]:
-    cache = StatCache.open(state_dir / "statcache.json")
+def status(topo: Topology, mode: str, targets: list[str], base: Path, state: StateDir) -> list[TargetStatus]:
+    cache = StatCache.open(state.statcache)
     try:
-        return [target_status(topo, mode, name, base, state_dir, cache) for name in targets]
+        return [target_status(topo, mode, name, base, state, cache) for name in targets]
     finally:
         cache.save()
+
+
+def run(args, topology) -> int:
+    topo, _ = topology(args)
+    names = select_targets(topo, tuple(args.targets)) if args.targets else list(topo.targets)
+    results = status(topo, args.mode, names, Path.cwd(), StateDir.from_env())
+    if args.json:
+        print(json.dumps({"mode": args.mode, "targets": {r.target: r.to_json() for r in results}}, indent=2))
+    else:
+        for r in results:
+            print(f"{r.target}: {r.state} — {r.sentence}")
+    return 0

@@ -12,11 +12,10 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import contract
 from .dockerignore import DockerIgnore
-from .statefile import write_json_atomic
-
-# Where runs keep state, locks and events; tests and CI may point it elsewhere.
-STATE_DIR = Path(os.environ.get("BUILDPLANE_STATE_DIR") or ".buildplane")
+from ..state import write_json_atomic
+from ..topology import Topology
 
 
 @dataclass
@@ -140,3 +139,19 @@ def tree_hashes(root: Path, cache: StatCache) -> dict[str, str]:
     """Hashes of every file below root (no ignore rules): for chart directories."""
     return {rel: cache.file_hash(abspath, st) for rel, abspath, st in walk_context(root, DockerIgnore([]))
             if stat.S_ISREG(st.st_mode)}
+
+
+def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache):
+    """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands."""
+    t = topo.targets[name]
+    context = contract.project_path(base, t.context)
+    dockerfile = contract.project_path(base, t.dockerfile)
+    args = {**contract.base_image_arg(topo), **t.build_args}
+    inputs = image_inputs(context, dockerfile, build_args=args, build_target=t.build_target,
+                          platform=t.platform, cache=cache)
+    return context, dockerfile, args, inputs
+
+
+def release_files(chart: Path, values: tuple[Path, ...], cache: StatCache) -> tuple[dict[str, str], dict[str, str]]:
+    """(chart file hashes, values file hashes): what a release is made of besides the image."""
+    return tree_hashes(chart, cache), {str(v): cache.file_hash(str(v), v.stat()) for v in values}

@@ -6,13 +6,14 @@ nothing            neither, for every target.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dockerignore import DockerIgnore
-from .plan import project_path
-from .topology import Topology
+from ..contract import project_path
+from ..freshness import DockerIgnore
+from ..topology import Topology
 
 RANK = {"rebuild + release": 2, "release only": 1, "nothing": 0}
 
@@ -76,3 +77,14 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
             ex.notes = []
         out.append(ex)
     return out
+
+
+def run(args, topology) -> int:
+    topo, _ = topology(args)
+    results = explain(topo, args.paths, Path.cwd())
+    if args.json:
+        print(json.dumps({"paths": [r.to_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            print(r.line())
+    return 0

@@ -1,9 +1,10 @@
 """The Tilt resources derived from the topology, so the Tiltfile never repeats it (DESIGN §4 `resources --json`)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .topology import Topology
+from ..topology import Topology
 
 # State the product writes must never retrigger Tilt.
 ALWAYS_IGNORE = [".buildplane", "output", ".git", ".venv", "**/__pycache__"]
@@ -41,3 +42,9 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
         resources.append({"name": "deploy-mode", "args": ["handback"], "deps": [], "ignore": [], "labels": ["mode"],
                           "optional": False, "flag": None, "trigger": "manual", "auto_init": False})
     return {"topology": str(topology_file), "resources": resources}
+
+
+def run(args, topology) -> int:
+    topo, path = topology(args)
+    print(json.dumps(tilt_resources(topo, path), indent=2))
+    return 0

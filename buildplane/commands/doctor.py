@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from .errors import Missing
-from .kubeconfig import resolve
-from .tools.registry import plain_http_host
-from .tools.run import INSTALL_HINTS, Runner
-from .topology import Topology
+from ..errors import Missing
+from ..kubecontext import resolve
+from ..steps.browser import find_chromium
+from ..tools.registry import plain_http_host
+from ..tools.run import INSTALL_HINTS, Runner
+from ..topology import Topology
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,19 @@ def run_checks(topo: Topology, runner: Runner | None = None, client: httpx.Clien
         checks.append(Check(f"argo token ${env}", bool(os.environ.get(env)), "set" if os.environ.get(env) else "not set",
                             f"export {env}=<token> (argocd account generate-token)", required=False))
     if any(t.browser for t in topo.targets.values()):
-        from .steps.browser import find_chromium
-
         try:
             checks.append(Check("chromium (browser smoke)", True, find_chromium(), required=False))
         except Missing as exc:
             checks.append(Check("chromium (browser smoke)", False, "not found", exc.message, required=False))
     return checks
+
+
+def run(args, topology) -> int:
+    topo, _ = topology(args)
+    worst = 0
+    for check in run_checks(topo):
+        mark = "ok " if check.ok else "!! "
+        print(f"{mark}{check.name}: {check.detail}" + ("" if check.ok else f" — fix: {check.fix}"))
+        if not check.ok and check.required:
+            worst = 4
+    return worst

@@ -1,0 +1,46 @@
+"""Running a plan, the same way for `up`, `smoke` and `handback`: the reporter starts first (a network
+sink gets ready while the plan hashes inputs), the one engine runs the plan, the sinks are flushed."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from ..engine import Engine
+from ..plan import Plan
+from ..state import StateDir
+from ..steps.base import RunContext
+from ..summary import RunSummary
+from ..telemetry.setup import reporter_from_env
+from ._output import finish_telemetry, stderr
+
+
+@dataclass
+class Outcome:
+    summary: RunSummary
+    doc: dict  # the summary's JSON, with the telemetry report
+    code: int
+
+
+def start_reporter(service_name: str, state: StateDir):
+    return reporter_from_env(service_name, state.events)
+
+
+def run_plan(plan: Plan, ctx: RunContext, reporter, *, as_json: bool) -> Outcome:
+    """Run `plan`; with --json print exactly one JSON object on stdout."""
+    summary = Engine(plan, ctx, reporter=reporter).run()
+    doc, code = finish_telemetry(reporter, summary.to_json(), summary.exit_code)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    return Outcome(summary, doc, code)
+
+
+def context(state: StateDir, **seams) -> RunContext:
+    return RunContext(state=state, log=stderr, **seams)
+
+
+def say_failure(outcome: Outcome, prefix: str = "") -> None:
+    if outcome.summary.exit_code == 130:
+        print("buildplane: interrupted", file=sys.stderr)
+    elif outcome.summary.error:
+        print(f"buildplane: {prefix}{outcome.summary.error}", file=sys.stderr)

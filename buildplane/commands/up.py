@@ -1,0 +1,45 @@
+"""`buildplane up`: the pipeline of a mode — what Tilt's local_resource calls (deploy mode: the handback)."""
+from __future__ import annotations
+
+import sys
+
+from ..plan import Options, make_plan
+from ..state import StateDir
+from ..steps.base import BuilderCaps
+from ..tools import buildx
+from ..tools.registry import RegistryClient
+from ..tools.run import Runner
+from ..freshness import StatCache
+from . import handback
+from ._output import outcome_lines
+from ._run import context, run_plan, say_failure, start_reporter
+
+
+def options(args) -> Options:
+    return Options(mode=args.mode, targets=tuple(args.targets), build_only=args.build_only, apply=args.apply,
+                   force=args.force, kube_context=args.kube_context, namespace=args.namespace,
+                   remote_cache=args.remote_cache)
+
+
+def run(args, topology) -> int:
+    if args.mode == "deploy":
+        if args.targets or args.build_only or args.apply:
+            make_plan(topology(args)[0], options(args))  # raises the one-line BadInput
+        args.timeout = None
+        return handback.run(args, topology)
+    topo, _ = topology(args)
+    state = StateDir.from_env()
+    reporter = start_reporter(topo.telemetry.service_name, state)
+    runner = Runner()
+    plan = make_plan(topo, options(args), runner=runner, state=state)
+    ctx = context(state, runner=runner, force=args.force,
+                  registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner),
+                  builder=BuilderCaps(buildx.registry_cache_capability),
+                  release_cache=StatCache.open(state.release_statcache),
+                  progress=lambda target, line: print(f"[{target}] {line}", file=sys.stderr))
+    outcome = run_plan(plan, ctx, reporter, as_json=args.json)
+    if not args.json:
+        for line in outcome_lines(outcome.doc, plan.namespace):
+            print(line)
+    say_failure(outcome)
+    return outcome.code

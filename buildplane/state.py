@@ -1,0 +1,89 @@
+"""Everything buildplane keeps between runs lives under one directory (`.buildplane/`, or
+`$BUILDPLANE_STATE_DIR`); this module owns its layout and the only JSON reader and writer of it.
+
+Writes are atomic (temp file + rename), so concurrent runs never read a torn file; reads are
+tolerant, since a missing or torn record only means "nothing known yet".
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = ".buildplane"
+
+
+def read_json(path: Path) -> dict | None:
+    """The file's object, or None when it is missing, torn or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """The paths of every record, lock and output under the state directory."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, environ=None, base: Path | None = None) -> "StateDir":
+        """`$BUILDPLANE_STATE_DIR`, else `.buildplane` (relative to `base` when given)."""
+        environ = os.environ if environ is None else environ
+        explicit = environ.get("BUILDPLANE_STATE_DIR")
+        if explicit:
+            return cls(Path(explicit))
+        return cls(base / DEFAULT_DIR if base is not None else Path(DEFAULT_DIR))
+
+    # -- caches -------------------------------------------------------------------------------
+    @property
+    def statcache(self) -> Path:
+        return self.root / "statcache.json"
+
+    @property
+    def release_statcache(self) -> Path:
+        return self.root / "statcache-release.json"
+
+    @property
+    def helm_version(self) -> Path:
+        return self.root / "state" / "helm-version.json"
+
+    # -- records of what went out ---------------------------------------------------------------
+    def build_record(self, mode: str, target: str) -> Path:
+        return self.root / "state" / f"build-{mode}-{target}.json"
+
+    def release_record(self, mode: str, target: str) -> Path:
+        return self.root / "state" / f"release-{mode}-{target}.json"
+
+    def build_metadata(self, mode: str, target: str) -> Path:
+        """buildx --metadata-file output (the pushed digest)."""
+        return self.root / "builds" / f"{mode}-{target}.json"
+
+    def rendered(self, mode: str, target: str) -> Path:
+        """`helm template` output, when no kube context allows a real release."""
+        return self.root / "rendered" / f"{mode}-{target}.yaml"
+
+    # -- processes, locks, events --------------------------------------------------------------
+    def lock(self, target: str) -> Path:
+        return self.root / "locks" / f"{target}.lock"
+
+    @property
+    def tilt(self) -> Path:
+        """The Tilt process `buildplane tilt up` became."""
+        return self.root / "tilt.json"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"

@@ -1,0 +1,98 @@
+"""What every step is to the engine: an id, what it waits for, what it describes, and `run(ctx)`.
+
+A step kind is one module of this package: its frozen spec (the dataclass itself), `describe()`
+for `plan`, and `run(ctx) -> StepResult` with typed facts. The engine knows only this protocol;
+everything a step talks to comes in through `RunContext`, so tests inject fakes there.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Protocol
+
+from ..state import StateDir
+
+
+class Status(str, Enum):
+    SUCCEEDED = "succeeded"  # did its work (built, applied, rendered, passed)
+    FRESH = "fresh"  # nothing to do: inputs unchanged
+    FAILED = "failed"
+    NOT_RUN = "not-run"  # never started (an earlier step failed, cancelled, or not asked for)
+
+
+class Facts(Protocol):
+    """What a step found out, typed per step kind; `to_json` is what summaries and events read."""
+
+    def to_json(self) -> dict: ...
+
+
+@dataclass
+class StepResult:
+    kind: str
+    target: str | None
+    status: Status
+    reason: str = ""
+    duration_s: float = 0.0
+    facts: Any = None  # the step kind's own Facts type, or None
+    exit_code: int = 1  # for a failure: the CLI code it stands for (4: something missing)
+    error: str = ""  # for a step that raised: the error's own message
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.SUCCEEDED, Status.FRESH)
+
+    def facts_json(self) -> dict:
+        return self.facts.to_json() if self.facts is not None else {}
+
+
+class Step(Protocol):
+    id: str  # "build:runtime"
+    kind: str  # build | release | smoke | stop-tilt | handback
+    target: str | None
+    after: tuple[str, ...]  # ids of the steps that must succeed first
+    lock: str | None  # a target name: one run at a time may work on it
+    note: str
+    reported: bool  # whether it is a Build Plane Event step (DESIGN §8 lists which are)
+
+    def describe(self) -> dict: ...
+
+    def run(self, ctx: "RunContext") -> StepResult: ...
+
+
+@dataclass
+class BuilderCaps:
+    """Whether the builder exports registry cache: asked once per run, through `probe`."""
+
+    probe: Callable[[], tuple[bool, str]]
+    _answer: tuple[bool, str] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def registry_cache(self) -> tuple[bool, str]:
+        with self._lock:
+            if self._answer is None:
+                self._answer = self.probe()
+            return self._answer
+
+
+@dataclass
+class RunContext:
+    """The I/O seams of one run and the results so far. Built by a command; tests build their own."""
+
+    state: StateDir
+    log: Callable[[str], None]
+    runner: Any = None  # tools.run.Runner
+    registry: Any = None  # tools.registry.RegistryClient
+    builder: BuilderCaps | None = None
+    argo: Any = None  # tools.argocd.ArgoClient
+    http: Any = None  # httpx.Client for route smoke (None: one per step)
+    release_cache: Any = None  # freshness.StatCache for release inputs
+    force: bool = False
+    progress: Callable[[str, str], None] | None = None  # (target, line): live builder output
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], float] = time.monotonic
+    results: dict[str, StepResult] = field(default_factory=dict)
+
+    def result(self, step_id: str) -> StepResult | None:
+        return self.results.get(step_id)

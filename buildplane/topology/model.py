@@ -1,0 +1,146 @@
+"""Topology schema v1 (DESIGN §5) as frozen typed models: what a valid topology is."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import BadInput
+
+DEFAULT_TOPOLOGY = Path("ops/infra/topology/local.yaml")
+TAG_FIELDS = ("git_sha", "digest12", "mode", "target")
+BUILD_MODES = ("dev", "staging")
+MODES = ("dev", "staging", "deploy")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
+
+
+class Registries(_Model):
+    final: str
+    mirror: str | None = None
+    cache: str | None = None
+    plain_http: tuple[str, ...] = ()
+
+
+class Kube(_Model):
+    contexts: tuple[str, ...] = Field(min_length=1)
+
+
+class SmokeRoute(_Model):
+    url: str
+    status: int = 200
+    text: str | None = None
+    follow_redirects: bool = False
+
+
+class BrowserCheck(_Model):
+    url: str
+    selector: str = "body"
+
+
+class ModeValues(_Model):
+    """Values files for one mode, used instead of `values` there (e.g. staging sizing)."""
+
+    dev: tuple[str, ...] | None = None
+    staging: tuple[str, ...] | None = None
+
+
+class Target(_Model):
+    context: str = "."
+    dockerfile: str
+    build_target: str | None = None
+    build_args: dict[str, str] = {}
+    image: str
+    chart: str | None = None
+    release: str | None = None
+    values: tuple[str, ...] = ()
+    mode_values: ModeValues = ModeValues()
+    smoke: tuple[SmokeRoute, ...] = ()
+    browser: BrowserCheck | None = None
+    optional: bool = False
+    platform: str | None = None
+
+    def values_for(self, mode: str) -> tuple[str, ...]:
+        """The values files a release in `mode` gets: `mode_values.<mode>` when set, else `values`."""
+        own = getattr(self.mode_values, mode, None)
+        return self.values if own is None else own
+
+    def all_values(self) -> tuple[str, ...]:
+        """Every values file of every mode (release inputs for Tilt's deps and `explain`)."""
+        files = [*self.values, *(self.mode_values.dev or ()), *(self.mode_values.staging or ())]
+        return tuple(dict.fromkeys(files))
+
+
+class CacheSetting(_Model):
+    import_: bool = Field(default=False, alias="import")
+    export: bool = False
+
+
+class BuildMode(_Model):
+    namespace: str
+    tag: str = "{mode}-{git_sha}-{digest12}"
+    cache: CacheSetting = CacheSetting()
+    release: bool = True
+    helm_timeout: str = "5m"
+    history_max: int = Field(default=10, ge=1)
+    smoke_deadline_s: float = Field(default=120.0, gt=0)
+
+
+class Argo(_Model):
+    server: str
+    apps: tuple[str, ...] = Field(min_length=1)
+    token_env: str = "ARGOCD_AUTH_TOKEN"
+    username_env: str | None = None
+    password_env: str | None = None
+    timeout_s: float = Field(default=600.0, gt=0)
+    prune: bool = False
+    ca_file: str | None = None
+    poll_s: float = Field(default=2.0, gt=0)  # how often the wait reads each app
+
+
+class DeployMode(_Model):
+    argo: Argo
+    namespace: str | None = None
+
+
+class Modes(_Model):
+    dev: BuildMode
+    staging: BuildMode | None = None
+    deploy: DeployMode | None = None
+
+
+class Builder(_Model):
+    network: str | None = None  # e.g. "host" where the builder has no bridge network (the local lab)
+
+
+class Telemetry(_Model):
+    service_name: str = "buildplane"
+
+
+class Topology(_Model):
+    version: Literal[1]
+    name: str
+    registries: Registries
+    kube: Kube
+    protected_namespaces: tuple[str, ...] = ()
+    targets: dict[str, Target] = Field(min_length=1)
+    modes: Modes
+    builder: Builder = Builder()
+    telemetry: Telemetry = Telemetry()
+    source: str = Field(default="", exclude=True)
+
+    def mode(self, name: str) -> BuildMode:
+        """The build mode `name` (dev or staging); BadInput when the topology has none."""
+        if name not in BUILD_MODES:
+            raise BadInput(f"--mode {name}: not a build mode; valid: {', '.join(BUILD_MODES)}")
+        mode = getattr(self.modes, name)
+        if mode is None:
+            raise BadInput(f"{self.source}: modes.{name}: not defined in this topology; add modes.{name} with a namespace")
+        return mode
+
+    def default_targets(self) -> list[str]:
+        return [name for name, t in self.targets.items() if not t.optional]
