@@ -177,7 +177,7 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         build_args=args, platform=t.platform, network=topo.builder.network, repo=contract.image_repo(topo, name),
         tag=tag, content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
         cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
-        metadata_file=state.build_metadata(opts.mode, name), inputs=inputs,
+        metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name,
     )
 
 
@@ -195,7 +195,7 @@ def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, 
         values=tuple(contract.project_path(base, v) for v in t.values_for(opts.mode)), repo=build.repo,
         timeout=mode.helm_timeout, history_max=mode.history_max,
         helm_major=helm_tool.major_version(runner, state.helm_version) or 4, render_only=render, image=build.inputs,
-        note=note)
+        after=(build.id,), lock=name, note=note)
     if not t.smoke or render:
         return [release]
     return [release, SmokeStep(name, t.smoke, mode.smoke_deadline_s, after=(release.id,), lock=name)]

@@ -2,7 +2,6 @@
 unexpected) and a registry stand-in on httpx.MockTransport."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -2,7 +2,6 @@
 Kubernetes objects and pin the image by digest (marker `real`)."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from pathlib import Path
@@ -10,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from argo_standin import TOKEN, AppScript, ArgoStandIn, app_doc, write_topology
-from conftest import run_process
-from fakes import FakeTool
 from buildplane.errors import Missing
 from buildplane.tools.argocd import ArgoClient
 

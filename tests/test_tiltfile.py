@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
-import pytest
 import starlark as sl
 
 from conftest import ROOT

@@ -36,7 +36,7 @@ def _registry(name: str, host: str, client: httpx.Client, plain: bool) -> Check:
         resp = client.get(url)
     except httpx.HTTPError as exc:
         return Check(f"registry {name}", False, f"{host} does not answer ({type(exc).__name__})",
-                     f"check the address in the topology, or run `make lab-up` for the local lab")
+                     "check the address in the topology, or run `make lab-up` for the local lab")
     if resp.status_code in (200, 401):
         return Check(f"registry {name}", True, f"{host} answers (HTTP {resp.status_code})")
     return Check(f"registry {name}", False, f"{host} answered HTTP {resp.status_code}", "check the registry address")

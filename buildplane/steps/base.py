@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from ..state import StateDir
 
@@ -59,6 +59,21 @@ class Step(Protocol):
     def describe(self) -> dict: ...
 
     def run(self, ctx: "RunContext") -> StepResult: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFields:
+    """What every step kind has besides its own spec; a kind sets `kind` and its spec fields."""
+
+    kind: ClassVar[str]
+    after: tuple[str, ...] = ()
+    lock: str | None = None
+    note: str = ""
+    reported: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.target}"
 
 
 @dataclass

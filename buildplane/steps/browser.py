@@ -12,9 +12,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import Missing
-from .base import RunContext, Status, StepResult
+from .base import RunContext, Status, StepFields, StepResult
 from .smoke import FIRST_BACKOFF_S, MAX_BACKOFF_S
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -120,23 +121,16 @@ class BrowserFacts:
 
 
 @dataclass(frozen=True)
-class BrowserStep:
+class BrowserStep(StepFields):
     """The target's page in a real Chromium: 2xx, the selector visible, no console error; a screenshot."""
 
+    kind: ClassVar[str] = "smoke"
     target: str
     url: str
     selector: str
     deadline_s: float
     chromium: str
-    after: tuple[str, ...] = ()
-    lock: str | None = None
-    kind: str = "smoke"
-    note: str = ""
-    reported: bool = True
 
-    @property
-    def id(self) -> str:
-        return f"smoke:{self.target}"
 
     def describe(self) -> dict:
         return {"browser": f"open {self.url} in {self.chromium}; wait for {self.selector!r}; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from ..errors import StepFailed
@@ -16,7 +17,7 @@ from ..freshness import ImageInputs, changed_files, shown_paths
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.run import CommandFailed
-from .base import RunContext, Status, StepResult
+from .base import RunContext, Status, StepFields, StepResult
 
 BUILD_TIMEOUT_S = 3600.0
 PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
@@ -43,7 +44,8 @@ class BuildFacts:
 
 
 @dataclass(frozen=True)
-class BuildStep:
+class BuildStep(StepFields):
+    kind: ClassVar[str] = "build"
     target: str
     mode: str
     context: Path
@@ -60,18 +62,7 @@ class BuildStep:
     cache_to: str | None  # the registry ref, when the run exports
     metadata_file: Path
     inputs: ImageInputs
-    kind: str = "build"
-    after: tuple[str, ...] = ()
-    note: str = ""
-    reported: bool = True
 
-    @property
-    def id(self) -> str:
-        return f"build:{self.target}"
-
-    @property
-    def lock(self) -> str:
-        return self.target
 
     @property
     def ref(self) -> str:

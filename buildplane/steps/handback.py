@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 from ..errors import BuildplaneError
 from ..tools.argocd import IN_PROGRESS, ArgoClient, ArgoError
-from .base import RunContext, Status, StepResult
+from .base import RunContext, Status, StepFields, StepResult
 
 RUNNING = ("Running", "Terminating")
 FAILED_PHASES = ("Failed", "Error")
@@ -105,24 +105,17 @@ class AppReport:
 
 
 @dataclass(frozen=True)
-class HandbackStep:
+class HandbackStep(StepFields):
     """One canonical app handed back to Argo CD: read, sync if needed, wait until Synced and Healthy."""
 
+    kind: ClassVar[str] = "handback"
     app: str
     server: str
     timeout_s: float
     prune: bool
     poll_s: float
     dev_tag: re.Pattern
-    after: tuple[str, ...] = ()
-    kind: str = "handback"
-    lock: str | None = None
-    note: str = ""
-    reported: bool = True
 
-    @property
-    def id(self) -> str:
-        return f"handback:{self.app}"
 
     @property
     def target(self) -> str:

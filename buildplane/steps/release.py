@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from ..errors import Missing
 from ..freshness import ImageInputs, StatCache, release_files, release_inputs
 from ..state import read_json, write_json_atomic
-from .base import RunContext, Status, StepResult
+from .base import RunContext, Status, StepFields, StepResult
 
 
 @dataclass
@@ -45,7 +46,8 @@ def parse_revision(helm_output: str) -> int | None:
 
 
 @dataclass(frozen=True)
-class ReleaseStep:
+class ReleaseStep(StepFields):
+    kind: ClassVar[str] = "release"
     target: str
     mode: str
     release: str
@@ -59,21 +61,7 @@ class ReleaseStep:
     helm_major: int
     render_only: bool  # no reachable allowed context: helm template, never applied
     image: ImageInputs | None = None  # what the image is built from, recorded for `status`
-    kind: str = "release"
-    note: str = ""
-    reported: bool = True
 
-    @property
-    def id(self) -> str:
-        return f"release:{self.target}"
-
-    @property
-    def after(self) -> tuple[str, ...]:
-        return (f"build:{self.target}",)
-
-    @property
-    def lock(self) -> str:
-        return self.target
 
     def argv(self, digest: str) -> list[str]:
         if self.render_only:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import httpx
 
-from .base import RunContext, Status, StepResult
+from .base import RunContext, Status, StepFields, StepResult
 
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 2.0
@@ -74,21 +74,14 @@ class RouteFacts:
 
 
 @dataclass(frozen=True)
-class SmokeStep:
+class SmokeStep(StepFields):
     """GET every public route of a target until it answers as expected, or its deadline passes."""
 
+    kind: ClassVar[str] = "smoke"
     target: str
     routes: tuple = ()
     deadline_s: float = 120.0
-    after: tuple[str, ...] = ()
-    lock: str | None = None  # in `up`, the target's lock (the smoke belongs to its release)
-    kind: str = "smoke"
-    note: str = ""
-    reported: bool = True
 
-    @property
-    def id(self) -> str:
-        return f"smoke:{self.target}"
 
     def describe(self) -> dict:
         return {"http": [f"GET {r.url} expect {r.status}" + (f" containing {r.text!r}" if r.text else "")

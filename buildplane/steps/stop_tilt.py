@@ -3,11 +3,12 @@ into the dev namespace behind Argo CD's back. Says honestly whether one was runn
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..tools import tilt
-from .base import RunContext, Status, StepResult
+from .base import RunContext, Status, StepFields, StepResult
 
 
 @dataclass
@@ -19,15 +20,15 @@ class StopTiltFacts:
 
 
 @dataclass(frozen=True)
-class StopTiltStep:
+class StopTiltStep(StepFields):
+    kind: ClassVar[str] = "stop-tilt"
     record: Path  # where `buildplane tilt up` recorded the process it became
-    id: str = "stop-tilt"
-    kind: str = "stop-tilt"
-    target: str | None = None
-    after: tuple[str, ...] = ()
-    lock: str | None = None
-    note: str = ""
-    reported: bool = False  # not an event step (DESIGN §8): its sentence is the summary's `tilt`
+    target: ClassVar[None] = None
+    reported: bool = field(default=False, kw_only=True)  # not an event step (DESIGN §8): its sentence is the summary's `tilt`
+
+    @property
+    def id(self) -> str:
+        return "stop-tilt"
 
     def describe(self) -> dict:
         return {"action": f"stop the Tilt process recorded in {self.record} by `buildplane tilt up` "

@@ -1,7 +1,6 @@
 """Topology schema v1 (DESIGN §5) as frozen typed models: what a valid topology is."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
