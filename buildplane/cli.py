@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Callable
 
-from .commands import doctor, env, events, explain, handback, plan, resources, smoke, status, tilt, up
 from .errors import BadInput, BuildplaneError
 from .topology import MODES, Topology, load, topology_path
 
@@ -19,11 +19,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 # Each command is one module of buildplane.commands; its `run(args, topology)` returns the exit code.
-COMMANDS: dict[str, Callable] = {
-    "env": env.run, "plan": plan.run, "up": up.run, "resources": resources.run, "smoke": smoke.run,
-    "handback": handback.run, "events": events.run, "status": status.run, "explain": explain.run,
-    "tilt": tilt.run, "doctor": doctor.run,
-}
+# Named, not imported, here: a command loads only its own module, so `--help`, `resources` (Tilt's
+# start-up) and a no-op `up` do not pay for every other command's imports.
+COMMANDS: dict[str, str] = {name: f"buildplane.commands.{name}" for name in (
+    "env", "plan", "up", "resources", "smoke", "handback", "events", "status", "explain", "tilt", "doctor")}
+
+
+def command(name: str) -> Callable:
+    return importlib.import_module(COMMANDS[name]).run
 
 
 def _sub(subs, name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             return 2
-        return int(COMMANDS[args.command](args, _topology) or 0)
+        return int(command(args.command)(args, _topology) or 0)
     except BuildplaneError as exc:
         print(f"buildplane: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -137,3 +137,13 @@ def test_make_tilt_down_and_deploy_mode_say_when_no_tilt_runs(tmp_path):
                              "BUILDPLANE_TOPOLOGY": str(topo)}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Tilt is not running" in out.stderr and argo.violations == [] and fake.calls == []
+
+
+@pytest.mark.parametrize("target", ["tilt-up", "tilt-down", "tilt-ci", "staging-mode", "deploy-mode"])
+def test_mode_targets_need_only_the_package_never_provisioning(target, tmp_path):
+    """On a workstation: no apt-get, no lab builder, no Chromium download — the venv and the package only."""
+    out = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "provision.sh" not in out.stdout and "apt-get" not in out.stdout
+    assert "pip install -q --disable-pip-version-check -e ." in out.stdout and "[test]" not in out.stdout
+    assert ".venv/bin/buildplane" in out.stdout
