@@ -143,7 +143,7 @@ class Engine:
         reporter.step_finished(self.plan, self.run_id, step, result)
         if result.status == Status.FAILED:
             self._fail(step, result)
-        elif result.status != Status.NOT_RUN:
+        elif result.status != Status.NOT_RUN and step.target is not None:
             self.ctx.log(f"{step.target}: {step.kind} {result.status.value} — {result.reason} ({result.duration_s:.2f}s)")
         return result
 

@@ -220,17 +220,15 @@ def smoke_targets(topo: Topology, names: tuple[str, ...], browser: bool) -> list
 
 
 def smoke_plan(topo: Topology, names: tuple[str, ...], *, browser: bool, deadline_s: float) -> Plan:
-    """Route smoke of each target in parallel; or the browser smoke, one Chromium at a time (2 cores)."""
+    """Route smoke of each target in parallel; or the browser smoke of each (one Chromium at a time)."""
     targets = smoke_targets(topo, names, browser)
     plan = Plan(mode="dev", targets=targets, kind="smoke", fail_fast=False)
     if browser:
         chromium = find_chromium()  # exit 4 before anything runs
         require_playwright()
-        previous: tuple[str, ...] = ()
         for name in targets:
             b = topo.targets[name].browser
-            plan.steps.append(BrowserStep(name, b.url, b.selector, deadline_s, chromium, after=previous))
-            previous = (f"smoke:{name}",)
+            plan.steps.append(BrowserStep(name, b.url, b.selector, deadline_s, chromium))
         return plan
     plan.steps += [SmokeStep(name, topo.targets[name].smoke, deadline_s) for name in targets]
     return plan

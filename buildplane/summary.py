@@ -39,8 +39,6 @@ class RunSummary:
         elif failed:
             summary.outcome = "failed"
             summary.exit_code, summary.error = _first(failed) if plan.fail_fast else _every(failed)
-        elif plan.kind == "handback" and not results:
-            summary.outcome, summary.exit_code = "failed", 1
         return summary
 
     def result(self, step_id: str) -> StepResult | None:

@@ -107,6 +107,7 @@ class RunContext:
     progress: Callable[[str, str], None] | None = None  # (target, line): live builder output
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], float] = time.monotonic
+    browser: threading.Lock = field(default_factory=threading.Lock)  # one Chromium at a time: heavy on 2 cores
     results: dict[str, StepResult] = field(default_factory=dict)
 
     def result(self, step_id: str) -> StepResult | None:

@@ -139,7 +139,8 @@ class BrowserStep(StepFields):
     def run(self, ctx: RunContext) -> StepResult:
         started = time.monotonic()
         shot = screenshot_path(self.target)
-        visit, attempts = self._visit_until_up(shot)
+        with ctx.browser:
+            visit, attempts = self._visit_until_up(shot)
         facts = BrowserFacts(self.url, self.selector, visit, str(shot) if shot.is_file() else None, attempts)
         took = time.monotonic() - started
         answered = visit.status is not None and 200 <= visit.status < 300
