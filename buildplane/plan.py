@@ -55,9 +55,6 @@ class Plan:
     revision: str | None = None  # the working tree's commit, for events
     fail_fast: bool = True  # the first failure cancels the rest (up); else every step runs (smoke, handback)
 
-    def step(self, step_id: str) -> Step | None:
-        return next((s for s in self.steps if s.id == step_id), None)
-
     def to_json(self) -> dict:
         return {
             "mode": self.mode,
@@ -155,11 +152,13 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     plan.notes.append(cache_on.sentence(opts.mode))
     cache = StatCache.open(state.statcache)
     plan.revision = git_sha(runner, base)
+    helm_major = None  # asked once per plan, and only when something is released
     for name in plan.targets:
         build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state)
         plan.steps.append(build)
         if releasing and topo.targets[name].chart:
-            plan.steps += _release_steps(topo, opts, plan, build, base, runner, state)
+            helm_major = helm_major or helm_tool.major_version(runner, state.helm_version) or 4
+            plan.steps += _release_steps(topo, opts, plan, build, base, helm_major)
     cache.save()
     return plan
 
@@ -181,8 +180,8 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
     )
 
 
-def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, base: Path, runner: Runner,
-                   state: StateDir) -> list[Step]:
+def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, base: Path,
+                   helm_major: int) -> list[Step]:
     """The release of one target, and its route smoke when it is really applied."""
     name, t, mode = build.target, topo.targets[build.target], topo.mode(opts.mode)
     ctx = plan.kube_context
@@ -194,7 +193,7 @@ def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, 
         chart=contract.project_path(base, t.chart), namespace=plan.namespace, kube_context=ctx.name if ctx else None,
         values=tuple(contract.project_path(base, v) for v in t.values_for(opts.mode)), repo=build.repo,
         timeout=mode.helm_timeout, history_max=mode.history_max,
-        helm_major=helm_tool.major_version(runner, state.helm_version) or 4, render_only=render, image=build.inputs,
+        helm_major=helm_major, render_only=render, image=build.inputs,
         after=(build.id,), lock=name, note=note)
     if not t.smoke or render:
         return [release]

@@ -25,10 +25,6 @@ class RunSummary:
     def mode(self) -> str:
         return self.plan.mode
 
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
     @classmethod
     def of(cls, plan: Plan, run_id: str, results: dict[str, StepResult], duration_s: float, *,
            interrupted: bool) -> "RunSummary":

@@ -1,5 +1,6 @@
-"""Running a plan, the same way for `up`, `smoke` and `handback`: the reporter starts first (a network
-sink gets ready while the plan hashes inputs), the one engine runs the plan, the sinks are flushed."""
+"""Running a plan, the same way for `up`, `smoke` and `handback`: the one engine runs it with the
+command's reporter, the sinks are flushed within their budget, the summary is printed once.
+(`up` starts its reporter before planning, so a network sink gets ready while the plan hashes inputs.)"""
 from __future__ import annotations
 
 import json
