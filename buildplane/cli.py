@@ -39,8 +39,8 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    if not (0 < value < 1e7):  # also refuses nan and inf, which would never end
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0 (and below 10000000)")
     return value
 
 

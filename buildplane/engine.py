@@ -23,7 +23,7 @@ from .state import StateDir
 from .steps.base import RunContext, Status, Step, StepResult
 from .summary import RunSummary
 from .telemetry.reporter import NullReporter, Reporter
-from .tools import run as run_mod
+from .tools import children, run as run_mod
 
 POLL_S = 0.02  # the main thread wakes this often, so it stays free to take signals
 
@@ -64,7 +64,7 @@ class Engine:
     def _on_signal(self, signum, _frame) -> None:
         self._interrupted.set()
         self.ctx.log(f"received {signal.Signals(signum).name}: stopping child processes")
-        threading.Thread(target=run_mod.stop_all, daemon=True).start()
+        threading.Thread(target=run_mod.stop_all, kwargs={"interrupt": True, "log": self.ctx.log}, daemon=True).start()
 
     def run(self) -> RunSummary:
         started = time.monotonic()
@@ -75,6 +75,9 @@ class Engine:
                 previous[sig] = signal.signal(sig, self._on_signal)
         self.reporter.run_started(self.plan, self.run_id)
         try:
+            ledger = getattr(self.ctx.runner, "ledger", None)
+            if ledger is not None:
+                children.reap_orphans(ledger, self.ctx.log)
             with ExitStack() as locks:
                 for name in sorted({s.lock for s in self.plan.steps if s.lock}):
                     locks.enter_context(target_lock(self.ctx.state, name, self.ctx.log))
@@ -154,4 +157,4 @@ class Engine:
         if not self._stop.is_set():
             self._stop.set()
             self.ctx.log(f"{step.target}: failed — {result.error or result.reason}")
-            run_mod.stop_all()  # cancel the other targets' running commands
+            run_mod.stop_all()  # cancel the other targets' running commands (a release in flight finishes)

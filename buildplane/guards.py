@@ -37,3 +37,44 @@ def check_tag(mode: str, target: str, tag: str) -> None:
             f"{mode} would push {target}:{tag}, an immutable-looking release tag it does not own; "
             f"use a tag template with {{mode}} or {{git_sha}}",
         )
+
+
+# Kinds the API server keeps outside any namespace (core and common add-ons). A chart creating one of
+# these reaches beyond the dev namespace, so it is refused unless the target lists the kind.
+CLUSTER_SCOPED_KINDS = frozenset({
+    "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+    "StorageClass", "PriorityClass", "IngressClass", "RuntimeClass", "CSIDriver", "CSINode", "VolumeAttachment",
+    "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "APIService", "PodSecurityPolicy", "CertificateSigningRequest",
+    "FlowSchema", "PriorityLevelConfiguration", "ClusterIssuer", "ClusterPolicy",
+})
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def check_digest(target: str, digest: str) -> None:
+    """A digest goes into Helm values: anything but `sha256:<64 hex>` is refused (no value can ride along)."""
+    if not DIGEST.match(digest or ""):
+        raise Refused("image-digest", f"{target}: {str(digest)[:80]!r} is not an image digest (sha256:<64 hex>); "
+                                      "the registry's answer is not released")
+
+
+def check_rendered(mode: str, target: str, namespace: str, objects: list[tuple[dict, str]],
+                   cluster_scoped: tuple[str, ...] = ()) -> None:
+    """Every object Helm would apply stays in `namespace`: refused (exit 3) before anything is applied.
+
+    `objects`: (manifest, its `# Source:` template). An object without metadata.namespace lands in the
+    release namespace; one naming another namespace, or a cluster-scoped kind not allowed, is refused.
+    """
+    for obj, source in objects:
+        kind = str(obj.get("kind", "?"))
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        name = f"{kind}/{meta.get('name', '?')}"
+        where = f" ({source})" if source else ""
+        if kind in CLUSTER_SCOPED_KINDS and kind not in cluster_scoped:
+            raise Refused("rendered-namespace", f"{target}: the chart renders {name}{where}, a cluster-scoped object; "
+                                                f"{mode} releases only into {namespace!r} (list the kind in "
+                                                f"targets.{target}.cluster_scoped to allow it)")
+        ns = meta.get("namespace")
+        if ns is not None and str(ns) != namespace:
+            raise Refused("rendered-namespace", f"{target}: the chart renders {name}{where} into namespace "
+                                                f"{ns!r}; {mode} releases only into {namespace!r}")

@@ -158,7 +158,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         plan.steps.append(build)
         if releasing and topo.targets[name].chart:
             helm_major = helm_major or helm_tool.major_version(runner, state.helm_version) or 4
-            plan.steps += _release_steps(topo, opts, plan, build, base, helm_major)
+            plan.steps += _release_steps(topo, opts, plan, build, base, helm_major, state)
     cache.save()
     return plan
 
@@ -181,7 +181,7 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
 
 
 def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, base: Path,
-                   helm_major: int) -> list[Step]:
+                   helm_major: int, state: StateDir) -> list[Step]:
     """The release of one target, and its route smoke when it is really applied."""
     name, t, mode = build.target, topo.targets[build.target], topo.mode(opts.mode)
     ctx = plan.kube_context
@@ -193,7 +193,7 @@ def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, 
         chart=contract.project_path(base, t.chart), namespace=plan.namespace, kube_context=ctx.name if ctx else None,
         values=tuple(contract.project_path(base, v) for v in t.values_for(opts.mode)), repo=build.repo,
         timeout=mode.helm_timeout, history_max=mode.history_max,
-        helm_major=helm_major, render_only=render, image=build.inputs,
+        helm_major=helm_major, render_only=render, image=build.inputs, state=state, cluster_scoped=t.cluster_scoped,
         after=(build.id,), lock=name, note=note)
     if not t.smoke or render:
         return [release]

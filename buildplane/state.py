@@ -71,6 +71,10 @@ class StateDir:
         """buildx --metadata-file output (the pushed digest)."""
         return self.root / "builds" / f"{mode}-{target}.json"
 
+    def image_values(self, mode: str, target: str) -> Path:
+        """The values file that carries the image to Helm (never `--set`: no string may become a key)."""
+        return self.root / "values" / f"{mode}-{target}-image.json"
+
     def rendered(self, mode: str, target: str) -> Path:
         """`helm template` output, when no kube context allows a real release."""
         return self.root / "rendered" / f"{mode}-{target}.yaml"
@@ -78,6 +82,11 @@ class StateDir:
     # -- processes, locks, events --------------------------------------------------------------
     def lock(self, target: str) -> Path:
         return self.root / "locks" / f"{target}.lock"
+
+    @property
+    def children(self) -> Path:
+        """Records of the child processes running now (found again if the run is killed)."""
+        return self.root / "children"
 
     @property
     def tilt(self) -> Path:

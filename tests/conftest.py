@@ -98,6 +98,21 @@ def run_process(args: list[str], cwd: Path, env: dict | None = None, timeout: fl
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+RENDERED = """---
+# Source: demo/templates/deployment.yaml
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: demo-api
+  labels:
+    app: demo-api
+spec:
+  replicas: 1
+"""
+# `helm status -o json` of a deployed release (fields buildplane reads: info.status, version).
+HELM_STATUS = '{"name":"demo-api","info":{"first_deployed":"2026-11-20T10:00:00Z","status":"deployed"},"version":7,"namespace":"demo-dev"}\n'
+
+
 @pytest.fixture
 def tools(workspace, tmp_path, monkeypatch):
     """Fake docker, helm and kubectl (recording, failing on anything unexpected) and an allowed kube context."""
@@ -110,5 +125,7 @@ def tools(workspace, tmp_path, monkeypatch):
     docker = FakeTool(bin_dir, "docker").expect("buildx", "build", write_metadata=DIGEST)
     helm = FakeTool(bin_dir, "helm").expect("version", "--short", stdout="v4.1.4+g1234567\n")
     helm.expect("upgrade", "--install", stdout="Release \"demo\" has been upgraded.\nREVISION: 7\n")
+    helm.expect("template", stdout=RENDERED)  # what real Helm renders for the demo chart (no namespace set)
+    helm.expect("status", stdout=HELM_STATUS)  # the live release is the one buildplane made (revision 7)
     kubectl = FakeTool(bin_dir, "kubectl").expect("get")  # read-only verbs only; anything else fails
     return {"bin": bin_dir, "docker": docker, "helm": helm, "kubectl": kubectl}

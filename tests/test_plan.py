@@ -184,7 +184,8 @@ def test_staging_naming_a_target_releases_it_with_its_staging_values(at_root, ru
     release = next(s for s in plan["steps"] if s["kind"] == "release")
     argv = release["argv"]
     assert argv[argv.index("--namespace") + 1] == "fractalops-staging"
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-f"] == ["charts/fractalops-runtime/values-staging.yaml"]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-f"] == [
+        "charts/fractalops-runtime/values-staging.yaml", ".buildplane/values/staging-runtime-image.json"]
     assert [s["kind"] for s in plan_json(run_cli, "--mode", "staging", "runtime", "--build-only")["steps"]] == ["build"]
     refused = run_cli("--topology", LAB, "plan", "--mode", "staging", "runtime", "--namespace", "fractalops")
     assert refused.code == 3 and "protected-namespace" in refused.err

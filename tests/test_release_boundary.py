@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 
 import pytest
@@ -21,9 +22,12 @@ def test_dev_release_exact_helm_argv(tools):
     assert summary.exit_code == 0, summary.error
     assert upgrades(tools["helm"]) == [[
         "upgrade", "--install", "demo-api", "chart", "--namespace", "demo-dev", "--kube-context", "lab",
-        "-f", "chart/values-dev.yaml", "--set", "image.repository=registry.example/team/demo-api",
-        "--set", f"image.digest={DIGEST}", "--wait", "--timeout", "5m", "--history-max", "10", "--rollback-on-failure",
+        "-f", "chart/values-dev.yaml", "-f", ".buildplane/values/dev-api-image.json",
+        "--wait", "--timeout", "5m", "--history-max", "10", "--rollback-on-failure",
     ]]
+    # The image goes in a values file, never --set: a string cannot become another key there.
+    assert json.loads(Path(".buildplane/values/dev-api-image.json").read_text()) == {
+        "image": {"repository": "registry.example/team/demo-api", "digest": DIGEST}}
     t = summary.to_json()["targets"]["api"]
     assert t["release"] == "applied" and t["revision"] == 7
     for tool in tools.values():

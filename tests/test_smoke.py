@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from conftest import ROOT, missing_component, run_process
+from conftest import RENDERED
 from fakes import FakeTool
 from fakes import DIGEST, up
 from buildplane.state import StateDir
@@ -139,7 +140,7 @@ def test_smoke_fails_the_dev_pipeline(pages, workspace, monkeypatch):
     bin_dir = workspace / "bin"
     tools = {"bin": bin_dir, "docker": FakeTool(bin_dir, "docker").expect("buildx", "build", write_metadata=DIGEST),
              "helm": FakeTool(bin_dir, "helm").expect("version", "--short", stdout="v4.1.4\n").expect(
-                 "upgrade", "--install", stdout="REVISION: 1\n")}
+                 "upgrade", "--install", stdout="REVISION: 1\n").expect("template", stdout=RENDERED)}
     summary = up(tools, http=None)  # the real client, to the real pages
     assert summary.exit_code == 1
     t = summary.to_json()["targets"]["api"]

@@ -30,7 +30,7 @@ def run(args, topology) -> int:
     topo, _ = topology(args)
     state = StateDir.from_env()
     reporter = start_reporter(topo.telemetry.service_name, state)
-    runner = Runner()
+    runner = Runner(ledger=state.children)
     plan = make_plan(topo, options(args), runner=runner, state=state)
     ctx = context(state, runner=runner, force=args.force,
                   registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner),

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Callable, ClassVar, Protocol
 
 from ..state import StateDir
+from ..tools import run as _run
 
 
 class Status(str, Enum):
@@ -105,7 +106,7 @@ class RunContext:
     release_cache: Any = None  # freshness.StatCache for release inputs
     force: bool = False
     progress: Callable[[str, str], None] | None = None  # (target, line): live builder output
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = _run.sleep  # ends at once on an interrupt
     now: Callable[[], float] = time.monotonic
     browser: threading.Lock = field(default_factory=threading.Lock)  # one Chromium at a time: heavy on 2 cores
     results: dict[str, StepResult] = field(default_factory=dict)

@@ -140,7 +140,7 @@ class BrowserStep(StepFields):
         started = time.monotonic()
         shot = screenshot_path(self.target)
         with ctx.browser:
-            visit, attempts = self._visit_until_up(shot)
+            visit, attempts = self._visit_until_up(shot, ctx.sleep)
         facts = BrowserFacts(self.url, self.selector, visit, str(shot) if shot.is_file() else None, attempts)
         took = time.monotonic() - started
         answered = visit.status is not None and 200 <= visit.status < 300
@@ -160,7 +160,7 @@ class BrowserStep(StepFields):
         return StepResult("smoke", self.target, Status.SUCCEEDED,
                           f"{url} rendered {self.selector!r} with no console error (screenshot {shot})", took, facts)
 
-    def _visit_until_up(self, shot: Path) -> tuple[PageVisit, int]:
+    def _visit_until_up(self, shot: Path, ctx_sleep) -> tuple[PageVisit, int]:
         """Visit the page until it answers 2xx or the deadline passes (a fresh release takes a while)."""
         sync_playwright = require_playwright()
         started = time.monotonic()
@@ -178,7 +178,7 @@ class BrowserStep(StepFields):
                     if answered or remaining <= 0:
                         return visit, attempts
                     visit.console_errors.clear()  # errors of a page that was not up yet do not count
-                    time.sleep(min(backoff, max(remaining, 0)))
+                    ctx_sleep(min(backoff, max(remaining, 0)))
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
             finally:
                 context.close()

@@ -2,7 +2,14 @@
 
 Applied with `helm upgrade --install` when an allowed kube context resolves; otherwise rendered
 with `helm template` under the state dir and reported as `rendered`, never as applied.
-A release whose inputs (chart, values, image digest, namespace, name) did not change is skipped.
+A release whose inputs (chart, values, image digest, namespace, name) did not change is skipped —
+unless the live release moved on (a teammate's upgrade): one read-only `helm status` says so.
+
+Before anything is applied the chart is rendered with the same values and every object checked:
+nothing may land outside the mode's namespace (guards.check_rendered). The image reaches Helm in a
+values file, never `--set`, and only as a valid digest. The upgrade is a protected command: another
+target's failure never interrupts it, and an interrupt gives it time to finish or roll back; if it
+ends badly, `helm status` says what it left behind.
 """
 from __future__ import annotations
 
@@ -12,9 +19,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from ..errors import Missing
+from .. import guards
+from ..errors import Missing, StepFailed
 from ..freshness import ImageInputs, StatCache, release_files, release_inputs
-from ..state import read_json, write_json_atomic
+from ..state import StateDir, read_json, write_json_atomic
+from ..tools.manifests import release_status, rendered_objects
+from ..tools.run import CommandFailed
 from .base import RunContext, Status, StepFields, StepResult
 
 
@@ -61,25 +71,36 @@ class ReleaseStep(StepFields):
     helm_major: int
     render_only: bool  # no reachable allowed context: helm template, never applied
     image: ImageInputs | None = None  # what the image is built from, recorded for `status`
+    state: StateDir = StateDir(Path(".buildplane"))  # where the image values file is written
+    cluster_scoped: tuple[str, ...] = ()  # cluster-scoped kinds the chart may create
 
-
-    def argv(self, digest: str) -> list[str]:
-        if self.render_only:
+    def argv(self, template: bool | None = None) -> list[str]:
+        """`helm upgrade --install` (or `helm template` when rendering only, or to check first)."""
+        template = self.render_only if template is None else template
+        if template:
             argv = ["helm", "template", self.release, str(self.chart), "--namespace", self.namespace]
         else:
             argv = ["helm", "upgrade", "--install", self.release, str(self.chart), "--namespace", self.namespace,
                     "--kube-context", str(self.kube_context)]
-        for v in self.values:
+        for v in (*self.values, self.image_values):
             argv += ["-f", str(v)]
-        argv += ["--set", f"image.repository={self.repo}", "--set", f"image.digest={digest}"]
-        if not self.render_only:
+        if not template:
             argv += ["--wait", "--timeout", self.timeout, "--history-max", str(self.history_max)]
             # Helm 4 renamed --atomic; both roll back a failed upgrade.
             argv.append("--rollback-on-failure" if self.helm_major >= 4 else "--atomic")
         return argv
 
+    @property
+    def image_values(self) -> Path:
+        return self.state.image_values(self.mode, self.target)
+
+    def status_argv(self) -> list[str]:
+        return ["helm", "status", self.release, "--namespace", self.namespace, "--kube-context",
+                str(self.kube_context), "-o", "json"]
+
     def describe(self) -> dict:
-        return {"argv": self.argv("<digest pushed by build>"), "applied": not self.render_only}
+        return {"argv": self.argv(), "applied": not self.render_only,
+                "image_values": {"image": {"repository": self.repo, "digest": "<digest pushed by build>"}}}
 
     def digest(self, image_digest: str, cache: StatCache) -> str:
         chart, values = release_files(self.chart, self.values, cache)
@@ -93,39 +114,75 @@ class ReleaseStep(StepFields):
         image_digest = build.facts.digest if build is not None and build.facts is not None else None
         if not image_digest:
             raise Missing(f"{self.target}: no pushed image digest to release")
+        guards.check_digest(self.target, image_digest)
         inputs = self.digest(image_digest, ctx.release_cache)
         record_path = ctx.state.release_record(self.mode, self.target)
         previous = read_json(record_path)
         facts = ReleaseFacts(self.release, self.namespace, image_digest, not self.render_only)
-        if not ctx.force and self._fresh(ctx, previous, inputs, facts):
+        stale = "--force" if ctx.force else self._stale(ctx, previous, inputs, image_digest)
+        if stale is None:
+            facts.revision, facts.rendered = previous.get("revision"), previous.get("rendered")
             return StepResult("release", self.target, Status.FRESH,
                               "fresh: chart, values and image unchanged since the last release",
                               time.monotonic() - started, facts)
-        reason = "--force" if ctx.force else ("first release" if not previous else
-                                               "new image digest" if previous.get("image_digest") != image_digest
-                                               else "chart or values changed")
-        result = ctx.runner.run(self.argv(image_digest), timeout=helm_timeout_s(self.timeout) + 60)
+        write_json_atomic(self.image_values, {"image": {"repository": self.repo, "digest": image_digest}})
+        rendered = ctx.runner.run(self.argv(template=True), timeout=120)
+        guards.check_rendered(self.mode, self.target, self.namespace, rendered_objects(rendered.stdout),
+                              self.cluster_scoped)
         if self.render_only:
             out = ctx.state.rendered(self.mode, self.target)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(result.stdout)
+            out.write_text(rendered.stdout)
             facts.rendered = str(out)
         else:
-            facts.revision = parse_revision(result.stdout)
+            facts.revision = parse_revision(self._upgrade(ctx).stdout)
         self._record(ctx, record_path, inputs, facts)
-        return StepResult("release", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+        return StepResult("release", self.target, Status.SUCCEEDED, stale, time.monotonic() - started, facts)
 
-    def _fresh(self, ctx: RunContext, previous: dict | None, inputs: str, facts: ReleaseFacts) -> bool:
-        if not previous or previous.get("inputs") != inputs:
-            return False
+    def _upgrade(self, ctx: RunContext):
+        """The one mutation; on failure (or an interrupt that outlasted the grace) say what Helm left."""
+        try:
+            return ctx.runner.run(self.argv(), timeout=helm_timeout_s(self.timeout) + 60, protected=True)
+        except CommandFailed as exc:
+            status, revision = self._live(ctx)
+            how = "was stopped by a signal" if exc.signalled else "timed out" if exc.timed_out else "failed"
+            last = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else "no output"
+            left = f"Helm left the release {status}" + (f" at revision {revision}" if revision else "")
+            if status.startswith("pending"):
+                left += (f"; recover with `helm rollback {self.release} -n {self.namespace} "
+                         f"--kube-context {self.kube_context}` before the next release")
+            raise StepFailed(f"{self.target}: helm upgrade {how} ({last}); {left}") from None
+
+    def _live(self, ctx: RunContext) -> tuple[str, int | None]:
+        """The live release's status and revision: one read-only call, allowed even after an interrupt."""
+        try:
+            out = ctx.runner.run(self.status_argv(), timeout=30, even_if_cancelled=True, check=False)
+        except Missing:
+            return "unknown", None
+        if out.exit_code != 0:
+            return ("not installed" if "not found" in out.stderr else "unknown"), None
+        return release_status(out.stdout)
+
+    def _stale(self, ctx: RunContext, previous: dict | None, inputs: str, image_digest: str) -> str | None:
+        """None when the last release is still what runs; else why a new one is needed."""
+        if not previous:
+            return "first release"
+        if previous.get("image_digest") != image_digest:
+            return "new image digest"
+        if previous.get("inputs") != inputs:
+            return "chart or values changed"
         if self.render_only and not ctx.state.rendered(self.mode, self.target).is_file():
-            return False
-        facts.revision, facts.rendered = previous.get("revision"), previous.get("rendered")
+            return "rendered output missing"
+        if not self.render_only:
+            status, revision = self._live(ctx)
+            if status != "deployed" or revision != previous.get("revision"):
+                return (f"the live release is {status}" + (f" at revision {revision}" if revision else "") +
+                        f", not buildplane's revision {previous.get('revision')} (upgraded by someone else?)")
         if self.image is not None and previous.get("image_inputs_digest") != self.image.digest:
             # Other inputs, the same image: what runs is what this tree builds, so record it for `status`.
             write_json_atomic(ctx.state.release_record(self.mode, self.target), {
                 **previous, "image_inputs_digest": self.image.digest, "image_files": self.image.files})
-        return True
+        return None
 
     def _record(self, ctx: RunContext, path: Path, inputs: str, facts: ReleaseFacts) -> None:
         """What went out, file by file, so `status` can say which edit has not reached the cluster."""

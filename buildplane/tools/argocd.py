@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import ssl
-import time
 from typing import Callable
 
 import httpx
 
 from ..errors import Missing, StepFailed
+from . import run
 
 RETRY_STATUS = (502, 503, 504)
 IN_PROGRESS = "another operation is already in progress"
@@ -45,7 +45,7 @@ class ArgoClient:
     def __init__(self, server: str, *, token_env: str = "ARGOCD_AUTH_TOKEN", username_env: str | None = None,
                  password_env: str | None = None, ca_file: str | None = None, timeout_s: float = 10.0,
                  retries: int = 4, backoff_s: float = 0.5, client: httpx.Client | None = None,
-                 environ: dict[str, str] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 environ: dict[str, str] | None = None, sleep: Callable[[float], None] = run.sleep) -> None:
         self.server = server.rstrip("/")
         self.token_env, self.username_env, self.password_env = token_env, username_env, password_env
         self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import BuildplaneError, Missing, StepFailed
+from . import run
 from .run import Runner
 
 MANIFEST_TYPES = ", ".join([
@@ -85,7 +85,7 @@ class RegistryClient:
 
     def __init__(self, client: httpx.Client | None = None, plain_http: frozenset[str] = frozenset(),
                  environ=None, timeout: float = 5.0, attempts: int = 3, backoff_s: float = 0.25,
-                 sleep: Callable[[float], None] = time.sleep, runner: Runner | None = None) -> None:
+                 sleep: Callable[[float], None] = run.sleep, runner: Runner | None = None) -> None:
         self.client = client or httpx.Client(timeout=timeout)
         self.runner = runner
         self.plain_http = plain_http

@@ -5,11 +5,20 @@ caller can walk around it); the binary is resolved first (with an install hint w
 every call has a timeout; interrupt → terminate → kill; the quoted command is
 logged, never the environment. Failures raise one CommandFailed with command, exit code
 and the tail of stderr.
+
+A `protected` command (a Helm upgrade) is never stopped because another target failed, and on an
+interrupt it gets PROTECTED_GRACE_S to finish or roll back before it is terminated: a Helm killed
+mid-upgrade can leave its release `pending-upgrade`, blocking every later upgrade. Other children
+get the kernel's parent-death signal, so a `kill -9` of buildplane does not leave a build running;
+with a ledger, every child is recorded while it runs so the next run can find orphans (children.py).
+Output is decoded leniently: one non-UTF-8 byte in a build's output must not stop the pipe reader.
 """
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -22,6 +31,7 @@ from typing import Callable, Sequence
 import sh
 
 from ..errors import Interrupted, Missing, StepFailed
+from . import children
 from .kubectl import check_kubectl
 
 INSTALL_HINTS = {
@@ -31,9 +41,19 @@ INSTALL_HINTS = {
     "kubectl": "install kubectl matching your cluster",
 }
 
-_live: dict = {}
+# Helm's kube-selection settings: with them in its environment Helm talks to another API server,
+# user or context than the allowed one buildplane checked (`--kube-context` does not override them all).
+HELM_KUBE_ENV = re.compile(r"^(HELM_KUBE[A-Z_]*|HELM_NAMESPACE)$")
+PROTECTED_GRACE_S = float(os.environ.get("BUILDPLANE_HELM_GRACE_S", "120"))
+
+_live: dict = {}  # id(proc) -> (proc, protected)
 _live_lock = threading.Lock()
 _cancelled = threading.Event()
+_interrupts = 0
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork: the child only calls it
+except (OSError, AttributeError):
+    _prctl = None
 
 
 class CommandFailed(StepFailed):
@@ -41,7 +61,8 @@ class CommandFailed(StepFailed):
 
     def __init__(self, argv: Sequence[str], exit_code: int | None, stderr_tail: str, timed_out: bool = False):
         self.argv = list(argv)
-        self.exit_code = exit_code
+        self.signalled = exit_code is not None and exit_code < 0  # stopped by a signal (sh: -15, -9)
+        self.returncode = exit_code  # the tool's; the CLI's exit code stays StepFailed's (1)
         self.stderr_tail = stderr_tail
         self.timed_out = timed_out
         what = "timed out" if timed_out else f"exited {exit_code}"
@@ -65,6 +86,7 @@ class Runner:
     path: str | None = None
     log: Callable[[str], None] | None = None
     extra_path: list[str] = field(default_factory=list)
+    ledger: Path | None = None  # where running children are recorded (orphans of a killed run)
 
     def which(self, name: str) -> str:
         search = os.pathsep.join([*self.extra_path, self.path or os.environ.get("PATH", "")])
@@ -75,22 +97,35 @@ class Runner:
         return found
 
     def run(self, argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, cwd: str | None = None,
-            on_line: Callable[[str], None] | None = None, stdin: str | None = None, check: bool = True) -> Result:
-        if _cancelled.is_set():
+            on_line: Callable[[str], None] | None = None, stdin: str | None = None, check: bool = True,
+            protected: bool = False, even_if_cancelled: bool = False) -> Result:
+        """`protected`: see the module doc. `even_if_cancelled`: a short read-only question asked after
+        an interrupt (what Helm left behind)."""
+        if _cancelled.is_set() and not even_if_cancelled:
             raise Interrupted("interrupted")
-        if Path(argv[0]).name == "kubectl":
+        name = Path(argv[0]).name
+        if name == "kubectl":
             check_kubectl(list(argv))  # read-only verbs only, whoever calls: Refused (exit 3) before it starts
         binary = self.which(argv[0])
         if self.log:
             self.log("$ " + quote(argv))
         out, err, on_out, on_err = _sinks(on_line)
+        environ = dict(os.environ) if env is None else dict(env)
+        if name == "helm":
+            environ = {k: v for k, v in environ.items() if not HELM_KUBE_ENV.match(k)}
         started = time.monotonic()
         proc = sh.Command(binary)(
-            *argv[1:], _bg=True, _bg_exc=False, _env=env if env is not None else dict(os.environ), _cwd=cwd,
+            *argv[1:], _bg=True, _bg_exc=False, _env=environ, _cwd=cwd, _decode_errors="replace",
             _out=on_out, _err=on_err, _in=stdin, _ok_code=list(range(256)), _new_session=True,
+            _preexec_fn=None if protected else _die_with_parent(os.getpid()),
         )
-        code, timed_out = _wait(proc, timeout)
-        if _cancelled.is_set():
+        recorded = children.record(self.ledger, proc.pid, quote(argv[:4]), protected) if self.ledger else None
+        try:
+            code, timed_out = _wait(proc, timeout, protected)
+        finally:
+            if recorded is not None:
+                recorded.unlink(missing_ok=True)
+        if _cancelled.is_set() and not (protected or even_if_cancelled):
             raise Interrupted("interrupted")
         text = (lambda b: b.getvalue() if isinstance(b, io.StringIO) else "".join(b))
         result = Result(list(argv), code if code is not None else -1, text(out), text(err),
@@ -110,7 +145,9 @@ def _sinks(on_line: Callable[[str], None] | None):
     err_lines: list[str] = []
 
     def keep(buffer: list[str]):
-        def on(line: str) -> None:
+        def on(line) -> None:
+            if isinstance(line, bytes):  # sh hands over bytes it could not decode; never let that raise here
+                line = line.decode("utf-8", "replace")
             buffer.append(line)
             on_line(line.rstrip("\n"))
         return on
@@ -118,10 +155,20 @@ def _sinks(on_line: Callable[[str], None] | None):
     return out_lines, err_lines, keep(out_lines), keep(err_lines)
 
 
-def _wait(proc, timeout: float) -> tuple[int | None, bool]:
+def _die_with_parent(parent: int):
+    """A pre-exec hook: the kernel sends the child SIGTERM when buildplane dies, even by SIGKILL."""
+    def hook() -> None:
+        if _prctl is not None:
+            _prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the hook ran
+            os._exit(143)
+    return hook
+
+
+def _wait(proc, timeout: float, protected: bool = False) -> tuple[int | None, bool]:
     """(exit code or None when timed out, timed out?) — the process group is stopped on any way out."""
     with _live_lock:
-        _live[id(proc)] = proc
+        _live[id(proc)] = (proc, protected)
     timed_out = threading.Event()
 
     def on_timeout() -> None:
@@ -168,20 +215,51 @@ def _stop(proc, grace: float = 1.0) -> None:
             time.sleep(0.02)
 
 
-def stop_all() -> None:
-    """Called on SIGINT/SIGTERM: no new command starts; every live one is terminated, then killed."""
+def stop_all(*, interrupt: bool = False, log: Callable[[str], None] | None = None) -> None:
+    """No new command starts; every live one is terminated, then killed — except protected ones.
+
+    Another target's failure (`interrupt=False`) leaves protected commands to finish. An interrupt gives
+    them PROTECTED_GRACE_S; a second interrupt stops them at once.
+    """
+    global _interrupts
     _cancelled.set()
+    if interrupt:
+        _interrupts += 1
     with _live_lock:
-        procs = list(_live.values())
-    threads = [threading.Thread(target=_stop, args=(p,), daemon=True) for p in procs]
+        live = list(_live.values())
+    now = [p for p, protected in live if not protected or _interrupts > 1]
+    spared = [p for p, protected in live if protected and _interrupts <= 1]
+    threads = [threading.Thread(target=_stop, args=(p,), daemon=True) for p in now]
+    if interrupt and spared:
+        if log:
+            log(f"waiting up to {PROTECTED_GRACE_S:g}s for {len(spared)} helm release(s) to finish or roll back; "
+                "interrupt again to stop them now (a release stopped mid-upgrade may stay pending-upgrade)")
+        threads += [threading.Thread(target=_stop_after, args=(p, PROTECTED_GRACE_S), daemon=True) for p in spared]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in threads[:len(now)]:
         t.join(timeout=3)
 
 
+def _stop_after(proc, grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not proc.is_alive() or _interrupts > 1:
+            break
+        time.sleep(0.05)
+    _stop(proc, grace=5.0)  # Helm handles TERM by cancelling its context: give it a moment to record that
+
+
 def reset_cancel() -> None:
+    global _interrupts
     _cancelled.clear()
+    _interrupts = 0
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep that ends at once, with Interrupted, when the run is cancelled (pollers, backoffs)."""
+    if _cancelled.wait(seconds):
+        raise Interrupted("interrupted")
 
 
 def cancelled() -> bool:

@@ -62,6 +62,7 @@ class Target(_Model):
     browser: BrowserCheck | None = None
     optional: bool = False
     platform: str | None = None
+    cluster_scoped: tuple[str, ...] = ()  # cluster-scoped kinds the chart may create (otherwise refused)
 
     def values_for(self, mode: str) -> tuple[str, ...]:
         """The values files a release in `mode` gets: `mode_values.<mode>` when set, else `values`."""
@@ -86,7 +87,7 @@ class BuildMode(_Model):
     release: bool = True
     helm_timeout: str = "5m"
     history_max: int = Field(default=10, ge=1)
-    smoke_deadline_s: float = Field(default=120.0, gt=0)
+    smoke_deadline_s: float = Field(default=120.0, gt=0, le=86400, allow_inf_nan=False)
 
 
 class Argo(_Model):
@@ -95,10 +96,10 @@ class Argo(_Model):
     token_env: str = "ARGOCD_AUTH_TOKEN"
     username_env: str | None = None
     password_env: str | None = None
-    timeout_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0, le=86400, allow_inf_nan=False)
     prune: bool = False
     ca_file: str | None = None
-    poll_s: float = Field(default=2.0, gt=0)  # how often the wait reads each app
+    poll_s: float = Field(default=2.0, gt=0, le=3600, allow_inf_nan=False)  # how often the wait reads each app
 
 
 class DeployMode(_Model):

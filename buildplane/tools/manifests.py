@@ -1,0 +1,43 @@
+"""Helm output, parsed apart from running Helm: rendered manifests and `helm status -o json`."""
+from __future__ import annotations
+
+import json
+import re
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from ..errors import StepFailed
+
+_SOURCE = re.compile(r"^# Source: (.+)$", re.M)
+
+
+def rendered_objects(text: str) -> list[tuple[dict, str]]:
+    """Every object of a `helm template` stream with the template it came from."""
+    objects: list[tuple[dict, str]] = []
+    yaml = YAML(typ="safe", pure=True)
+    for chunk in re.split(r"(?m)^---\s*$", text):
+        if not chunk.strip():
+            continue
+        source = _SOURCE.search(chunk)
+        try:
+            docs = list(yaml.load_all(chunk))
+        except YAMLError as exc:
+            raise StepFailed(f"helm rendered YAML that does not parse ({source.group(1) if source else '?'}): "
+                             f"{str(exc).splitlines()[0]}") from None
+        for doc in docs:
+            if isinstance(doc, dict):
+                if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+                    objects += [(item, source.group(1) if source else "") for item in doc["items"] if isinstance(item, dict)]
+                else:
+                    objects.append((doc, source.group(1) if source else ""))
+    return objects
+
+
+def release_status(text: str) -> tuple[str, int | None]:
+    """(`info.status`, revision) from `helm status -o json`; ("unknown", None) when unreadable."""
+    try:
+        data = json.loads(text)
+        return str(data["info"]["status"]), int(data["version"])
+    except (ValueError, KeyError, TypeError):
+        return "unknown", None
