@@ -14,6 +14,8 @@ with open({log!r}, "a") as fh:
     fh.write(json.dumps([{name!r}] + argv) + "\\n")
 for index, rule in enumerate(rules):
     if argv[:len(rule["prefix"])] == rule["prefix"]:
+        if rule.get("has") and not any(rule["has"] in a for a in argv):  # only calls naming this (e.g. a target)
+            continue
         if rule.get("times") is not None:  # a rule for the first N matching calls only
             counter = {rules!r} + f".{{index}}.count"
             used = int(open(counter).read()) if os.path.exists(counter) else 0
@@ -22,6 +24,9 @@ for index, rule in enumerate(rules):
             open(counter, "w").write(str(used + 1))
         if rule.get("stdout"):
             sys.stdout.write(rule["stdout"])
+        if rule.get("stdout_bytes"):  # raw bytes, e.g. output that is not UTF-8 (latin-1 in a JSON string)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(rule["stdout_bytes"].encode("latin-1"))
         if rule.get("stderr"):
             sys.stderr.write(rule["stderr"])
         if rule.get("write_metadata"):
@@ -29,6 +34,8 @@ for index, rule in enumerate(rules):
             open(argv[i + 1], "w").write(json.dumps({{"containerimage.digest": rule["write_metadata"]}}))
         if rule.get("sleep"):
             time.sleep(rule["sleep"])
+        if rule.get("touch"):  # proof that the call ran to its end
+            open(rule["touch"], "w").write("done")
         if rule.get("until_signalled"):  # a long-running tool (tilt up): runs until TERM (or KILL)
             import signal
             def on_term(signum, frame):

@@ -212,3 +212,19 @@ def test_a_registry_that_keeps_failing_the_push_is_named_with_its_status(lab, tm
     last = res.err.strip().splitlines()[-1]
     assert f"the push to registry {proxy.address} failed 3 times, last with 503 Service Unavailable" in last
     assert summary["targets"]["portal"]["build"] == "failed"
+
+
+def test_a_build_printing_non_utf8_output_succeeds_on_the_lab_builder(lab, tmp_path):
+    """`RUN printf 'caf\\351'` plus more than a pipe buffer of output: the line reader keeps going (#15.1)."""
+    app, _ = make_app(tmp_path / "app", lab, cache=False)
+    dockerfile = app / "examples/fractalops/portal/Dockerfile"
+    text = dockerfile.read_text().replace(
+        "COPY www /srv/www", "RUN printf 'caf\\351\\n' && head -c 200000 /dev/zero | tr '\\\\0' 'x' | fold -w 100\n"
+                            "COPY www /srv/www")
+    dockerfile.write_text(text)
+    started = time.monotonic()
+    res, summary = up(app, lab, "portal", "--build-only", env={**process_env(lab), "BUILDKIT_PROGRESS": "plain"},
+                      timeout=300)
+    assert res.code == 0, res.err[-2000:]
+    assert time.monotonic() - started < 240
+    assert summary["targets"]["portal"]["build"] == "built" and "Traceback" not in res.err

@@ -28,7 +28,10 @@ def start_ticks(pid: int) -> int | None:
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-    return int(raw.rsplit(")", 1)[1].split()[19])
+    fields = raw.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent: gone for every purpose here
+        return None
+    return int(fields[19])
 
 
 def cmdline(pid: int) -> list[str]:
