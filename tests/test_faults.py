@@ -348,12 +348,14 @@ def test_a_teammates_upgrade_of_the_same_release_is_not_called_fresh(tools):
     assert up(tools).exit_code == 0  # buildplane's release: revision 7
     helm = fake_helm(tools["bin"], upgrade={"stdout": "REVISION: 10\n"},
                      status=HELM_STATUS.replace('"version":7', '"version":9'))  # someone upgraded it since
+    before = len(helm.calls)
     summary = up(tools)
     release = summary.results["release:api"]
     assert release.status.value == "succeeded" and "live release is deployed at revision 9" in release.reason
-    assert [c[:2] for c in helm.calls].count(["upgrade", "--install"]) == 1
+    assert [c[:2] for c in helm.calls[before:]].count(["upgrade", "--install"]) == 1
     # And when the live release is buildplane's own, one read-only `helm status` is all it costs.
     helm = fake_helm(tools["bin"], upgrade={"stdout": "REVISION: 11\n"},
                      status=HELM_STATUS.replace('"version":7', '"version":10'))
+    before = len(helm.calls)
     assert up(tools).results["release:api"].status.value == "fresh"
-    assert [c[0] for c in helm.calls] == ["status"]
+    assert [c[0] for c in helm.calls[before:] if c[0] != "version"] == ["status"]
