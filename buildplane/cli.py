@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -157,13 +158,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(command(args.command)(args, _topology) or 0)
     except BuildplaneError as exc:
-        print(f"buildplane: {exc.message}", file=sys.stderr)
+        from .telemetry.events import redact
+        print(f"buildplane: {redact(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("buildplane: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # never a traceback for the user: one line, and how to see more
+        if os.environ.get("BUILDPLANE_DEBUG"):
+            raise
+        from .telemetry.events import redact
+        print(f"buildplane: internal error: {type(exc).__name__}: {redact(str(exc).splitlines()[0] if str(exc) else '')} "
+              "(please report it; BUILDPLANE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 def _passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:

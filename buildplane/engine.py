@@ -9,9 +9,11 @@ stop every child process and end the run with 130. The reporter hears every star
 from __future__ import annotations
 
 import fcntl
+import os
 import signal
 import threading
 import time
+import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
@@ -143,6 +145,12 @@ class Engine:
             interrupted = isinstance(exc, Interrupted)
             result = StepResult(step.kind, step.target, Status.NOT_RUN if interrupted else Status.FAILED,
                                 exc.message, exit_code=exc.exit_code, error=exc.message)
+        except Exception as exc:  # a bug, or an input nobody foresaw: one failed step, never a lost run
+            message = f"{step.id}: internal error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            self.ctx.log(message + " (please report it; BUILDPLANE_DEBUG=1 shows the traceback)")
+            if os.environ.get("BUILDPLANE_DEBUG"):
+                traceback.print_exc()
+            result = StepResult(step.kind, step.target, Status.FAILED, message, exit_code=1, error=message)
         reporter.step_finished(self.plan, self.run_id, step, result)
         if result.status == Status.FAILED:
             self._fail(step, result)

@@ -8,7 +8,8 @@ from .tools.kubectl import check_kubectl  # noqa: F401 - enforced by the runner;
 from .kubecontext import KubeContext
 from .topology import Topology
 
-IMMUTABLE_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
+# Tags a release process owns: versions (1, v1, 1.2, 1.2.3.4, 1.2.3-rc.1+build) and `latest`/`stable`.
+IMMUTABLE_TAG = re.compile(r"^(latest|stable|v?\d+(\.\d+)*([-+][0-9A-Za-z.-]+)?)$")
 def check_kube_context(topo: Topology, ctx: KubeContext) -> None:
     if ctx.name is not None and ctx.name not in topo.kube.contexts:
         raise Refused(

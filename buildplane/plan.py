@@ -128,7 +128,7 @@ def releases(opts: Options, dev_release: bool) -> bool:
 # ---- up -------------------------------------------------------------------------------------------
 
 def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, base: Path | None = None,
-              environ: dict[str, str] | None = None, state: StateDir | None = None) -> Plan:
+              environ: dict[str, str] | None = None, state: StateDir | None = None, persist: bool = True) -> Plan:
     """The plan for `up` (or `handback`, for deploy mode), checking every guard first."""
     runner = runner or Runner()
     base = base or Path.cwd()
@@ -157,9 +157,10 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state)
         plan.steps.append(build)
         if releasing and topo.targets[name].chart:
-            helm_major = helm_major or helm_tool.major_version(runner, state.helm_version) or 4
+            helm_major = helm_major or helm_tool.major_version(runner, state.helm_version if persist else None) or 4
             plan.steps += _release_steps(topo, opts, plan, build, base, helm_major, state)
-    cache.save()
+    if persist:  # `plan` touches nothing: its hashing is not kept
+        cache.save()
     return plan
 
 

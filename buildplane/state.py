@@ -47,6 +47,18 @@ class StateDir:
             return cls(Path(explicit))
         return cls(base / DEFAULT_DIR if base is not None else Path(DEFAULT_DIR))
 
+    def check_writable(self) -> None:
+        """A run records what it did here: refuse up front (exit 2) rather than fail half-way."""
+        from .errors import BadInput
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise BadInput(f"state dir {self.root} is not writable ({exc.strerror}); "
+                           "set BUILDPLANE_STATE_DIR to a writable directory") from None
+
     # -- caches -------------------------------------------------------------------------------
     @property
     def statcache(self) -> Path:

@@ -1,14 +1,22 @@
 """What the commands print: plans and summaries in plain text, aligned tables, the telemetry report."""
 from __future__ import annotations
 
+import json
 import sys
 
+from ..telemetry.events import redact
 from ..plan import Plan, describe
 from ..tools.run import quote
 
 
 def stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """Every log line passes the same masking as events: a tool's error may quote a credential."""
+    print(redact(line), file=sys.stderr, flush=True)
+
+
+def print_json(doc) -> None:
+    """One JSON document on stdout, masked like every other output (masking keeps it valid JSON)."""
+    print(redact(json.dumps(doc, indent=2)))
 
 
 def plan_text(plan: Plan, topology_name: str) -> str:

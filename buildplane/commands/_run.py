@@ -3,7 +3,6 @@ command's reporter, the sinks are flushed within their budget, the summary is pr
 (`up` starts its reporter before planning, so a network sink gets ready while the plan hashes inputs.)"""
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from ..state import StateDir
 from ..steps.base import RunContext
 from ..summary import RunSummary
 from ..telemetry.setup import reporter_from_env
-from ._output import finish_telemetry, stderr
+from ._output import finish_telemetry, stderr, print_json
 
 
 @dataclass
@@ -32,7 +31,7 @@ def run_plan(plan: Plan, ctx: RunContext, reporter, *, as_json: bool) -> Outcome
     summary = Engine(plan, ctx, reporter=reporter).run()
     doc, code = finish_telemetry(reporter, summary.to_json(), summary.exit_code)
     if as_json:
-        print(json.dumps(doc, indent=2))
+        print_json(doc)
     return Outcome(summary, doc, code)
 
 

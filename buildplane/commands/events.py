@@ -12,10 +12,12 @@ from ..state import StateDir
 from ..telemetry import stats
 from ..telemetry.chart import write_html
 from ..telemetry.setup import clickhouse_settings
-from ._output import table
+from ._output import table, print_json
 
 
 def run(args, topology) -> int:
+    if args.n < 0:
+        raise BadInput(f"-n {args.n}: give a count of events ≥ 0")
     since = stats.parse_since(args.since, time.time_ns())
     path = StateDir.from_env().events
     if args.action == "tail":
@@ -23,16 +25,23 @@ def run(args, topology) -> int:
             raise BadInput("events tail reads the local file; --clickhouse and --html belong to events stats")
         tail(stats.read_events(path, since)[-args.n:] if args.n > 0 else [], as_json=args.json)
         return 0
+    if args.html:
+        out = Path(args.html)
+        if out.is_dir():
+            raise BadInput(f"--html {args.html}: is a directory; give a file path, e.g. output/build-events.html")
     local = stats.read_events(path, since) if args.html or not args.clickhouse else []
     if args.clickhouse:
         rows, source = stats.clickhouse_stats(clickhouse_settings(os.environ), since), "clickhouse"
     else:
         rows, source = stats.local_stats(local), str(path)
     if args.html:
-        write_html(Path(args.html), local, rows)
+        try:
+            write_html(Path(args.html), local, rows)
+        except OSError as exc:
+            raise BadInput(f"--html {args.html}: cannot write it ({exc.strerror})") from None
         print(f"wrote {args.html}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"source": source, "since_ns": since, "targets": rows}, indent=2))
+        print_json({"source": source, "since_ns": since, "targets": rows})
     else:
         for line in stats_lines(rows):
             print(line)

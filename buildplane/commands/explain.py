@@ -6,7 +6,6 @@ nothing            neither, for every target.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from ..contract import project_path
 from ..freshness import DockerIgnore
 from ..topology import Topology
+from ._output import print_json
 
 RANK = {"rebuild + release": 2, "release only": 1, "nothing": 0}
 
@@ -83,7 +83,7 @@ def run(args, topology) -> int:
     topo, _ = topology(args)
     results = explain(topo, args.paths, Path.cwd())
     if args.json:
-        print(json.dumps({"paths": [r.to_json() for r in results]}, indent=2))
+        print_json({"paths": [r.to_json() for r in results]})
     else:
         for r in results:
             print(r.line())

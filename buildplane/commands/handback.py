@@ -15,6 +15,7 @@ from ._run import context, run_plan, say_failure, start_reporter
 def run(args, topology) -> int:
     topo, _ = topology(args)
     state = StateDir.from_env()
+    state.check_writable()
     plan = handback_plan(topo, Options(mode="deploy", timeout_s=args.timeout), runner=Runner(), state=state)
     argo = topo.modes.deploy.argo
     client = ArgoClient(argo.server, token_env=argo.token_env, username_env=argo.username_env,

@@ -9,6 +9,7 @@ from ._run import context, run_plan, say_failure, start_reporter
 def run(args, topology) -> int:
     topo, _ = topology(args)
     state = StateDir.from_env()
+    state.check_writable()
     plan = smoke_plan(topo, tuple(args.targets), browser=args.browser,
                       deadline_s=args.deadline or topo.modes.dev.smoke_deadline_s)
     reporter = start_reporter(topo.telemetry.service_name, state)

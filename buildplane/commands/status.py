@@ -5,7 +5,6 @@ so it needs no cluster and no registry: one stat per file, thanks to the stat ca
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ..contract import project_path, select_targets
 from ..freshness import StatCache, changed_files, release_files, shown_paths, target_inputs
 from ..state import StateDir, read_json
 from ..topology import Topology
+from ._output import print_json
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def run(args, topology) -> int:
     names = select_targets(topo, tuple(args.targets)) if args.targets else list(topo.targets)
     results = status(topo, args.mode, names, Path.cwd(), StateDir.from_env())
     if args.json:
-        print(json.dumps({"mode": args.mode, "targets": {r.target: r.to_json() for r in results}}, indent=2))
+        print_json({"mode": args.mode, "targets": {r.target: r.to_json() for r in results}})
     else:
         for r in results:
             print(f"{r.target}: {r.state} — {r.sentence}")

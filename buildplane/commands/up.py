@@ -29,6 +29,7 @@ def run(args, topology) -> int:
         return handback.run(args, topology)
     topo, _ = topology(args)
     state = StateDir.from_env()
+    state.check_writable()
     reporter = start_reporter(topo.telemetry.service_name, state)
     runner = Runner(ledger=state.children)
     plan = make_plan(topo, options(args), runner=runner, state=state)

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import contract
 from .dockerignore import DockerIgnore
 from ..state import write_json_atomic
+from ..topology.yaml_lines import expand_env
 from ..topology import Topology
 
 
@@ -53,7 +54,10 @@ class StatCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        write_json_atomic(self.path, self.entries)  # concurrent runs never read a torn file
+        try:
+            write_json_atomic(self.path, self.entries)  # concurrent runs never read a torn file
+        except OSError:
+            pass  # a cache: an unwritable state dir only costs the next run some hashing
         self.dirty = False
 
 
@@ -84,7 +88,10 @@ def walk_context(context: Path, ignore: DockerIgnore):
                 continue
             if ignore.excluded(rel):
                 continue
-            yield rel, entry.path, entry.stat(follow_symlinks=False)
+            try:
+                yield rel, entry.path, entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
 
 
 def image_inputs(
@@ -100,11 +107,14 @@ def image_inputs(
     ignore = DockerIgnore.for_context(context, dockerfile)
     files: dict[str, str] = {}
     for rel, abspath, st in walk_context(context, ignore):
-        if stat.S_ISLNK(st.st_mode):
-            files[rel] = "link:" + os.readlink(abspath)
-        elif stat.S_ISREG(st.st_mode):
-            exec_bit = "x" if st.st_mode & 0o111 else "-"
-            files[rel] = exec_bit + cache.file_hash(abspath, st)
+        try:
+            if stat.S_ISLNK(st.st_mode):
+                files[rel] = "link:" + os.readlink(abspath)
+            elif stat.S_ISREG(st.st_mode):
+                exec_bit = "x" if st.st_mode & 0o111 else "-"
+                files[rel] = exec_bit + cache.file_hash(abspath, st)
+        except FileNotFoundError:
+            continue  # gone while we looked (an editor's temp file): the builder will not see it either
     df_hash = cache.file_hash(str(dockerfile.resolve()), dockerfile.stat())
     h = hashlib.sha256()
     h.update(b"buildplane-image-inputs-v1\0")
@@ -147,7 +157,9 @@ def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache):
     context = contract.project_path(base, t.context)
     dockerfile = contract.project_path(base, t.dockerfile)
     args = {**contract.base_image_arg(topo), **t.build_args}
-    inputs = image_inputs(context, dockerfile, build_args=args, build_target=t.build_target,
+    # The inputs hold what the builder gets: ${VAR}s expanded (a changed value is a changed image).
+    expanded = {k: expand_env(v) for k, v in args.items()}
+    inputs = image_inputs(context, dockerfile, build_args=expanded, build_target=t.build_target,
                           platform=t.platform, cache=cache)
     return context, dockerfile, args, inputs
 

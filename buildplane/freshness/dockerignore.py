@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import BadInput
+
 
 @dataclass(frozen=True)
 class _Rule:
@@ -48,9 +50,9 @@ def _translate(pattern: str) -> str:
 class DockerIgnore:
     """Decides whether a context-relative path (with '/' separators) is excluded."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], source: Path | None = None) -> None:
         self.rules: list[_Rule] = []
-        for raw in lines:
+        for number, raw in enumerate(lines, 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
@@ -63,7 +65,12 @@ class DockerIgnore:
             if not line or line == ".":
                 continue
             # A pattern also excludes everything below a matching directory.
-            self.rules.append(_Rule(re.compile(_translate(line) + "(?:/.*)?$"), negate, False))
+            try:
+                regex = re.compile(_translate(line) + "(?:/.*)?$")
+            except re.error as exc:
+                raise BadInput(f"{source or '.dockerignore'}:{number}: {raw.strip()!r} is not a valid pattern "
+                               f"({exc.msg}); the builder would refuse it too") from None
+            self.rules.append(_Rule(regex, negate, False))
 
     @classmethod
     def for_context(cls, context: Path, dockerfile: Path | None = None) -> "DockerIgnore":
@@ -74,7 +81,7 @@ class DockerIgnore:
         candidates.append(context / ".dockerignore")
         for c in candidates:
             if c.is_file():
-                return cls(c.read_text(encoding="utf-8", errors="replace").splitlines())
+                return cls(c.read_text(encoding="utf-8", errors="replace").splitlines(), c)
         return cls([])
 
     def excluded(self, rel: str) -> bool:

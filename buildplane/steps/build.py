@@ -7,6 +7,7 @@ added registry-side. A push the registry broke off (5xx, reset) is tried again, 
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..errors import StepFailed
 from ..freshness import ImageInputs, changed_files, shown_paths
+from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.run import CommandFailed
@@ -88,7 +90,8 @@ class BuildStep(StepFields):
         """`docker buildx build …` in the same order python-on-whales writes it (tested for parity)."""
         argv = ["docker", "buildx", "build", "--progress", "plain"]
         for k, v in self.build_args.items():
-            argv += ["--build-arg", f"{k}={v}"]
+            # A value from ${VAR} goes through buildx's environment (`--build-arg NAME`): never in argv or `ps`.
+            argv += ["--build-arg", k if has_env(v) else f"{k}={v}"]
         argv += ["--push", "--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
         if self.build_target:
             argv += ["--target", self.build_target]
@@ -107,6 +110,11 @@ class BuildStep(StepFields):
         # One tag leaves the builder; the content tag goes, so a run cut short after the push is still fresh.
         argv += ["--tag", self.content_ref, str(self.context)]
         return argv
+
+    def build_env(self) -> dict[str, str] | None:
+        """The environment buildx gets: ours, plus each ${VAR} build arg under its own name."""
+        secret = {k: expand_env(v) for k, v in self.build_args.items() if has_env(v)}
+        return {**os.environ, **secret} if secret else None
 
     def describe(self) -> dict:
         return {"argv": self.argv(), "cache_scope": self.cache_scope, "inputs_digest": self.inputs.digest,
@@ -188,7 +196,7 @@ class BuildStep(StepFields):
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             start = len(lines)
             try:
-                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line)
+                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line, env=self.build_env())
                 return lines
             except CommandFailed as exc:
                 fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())

@@ -14,10 +14,19 @@ TASK_TYPE = {"build": "build", "push": "build", "release": "deploy", "handback":
              "wait": "deploy", "smoke": "test"}
 STEP_RESULT = {"succeeded": "success", "fresh": "skip", "failed": "failure", "not-run": "cancellation"}
 _SECRET_ENV = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|_KEY|AUTH|CREDENTIAL)", re.I)
+_KEY = r"[\w.-]*(?:token|passw(?:or)?d|secret|api[_-]?key|access[_-]?key|private[_-]?key|auth|credential)[\w.-]*"
 _PATTERNS = [
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),  # user:pass@ in URLs
+    # user:pass@ in URLs; the password may itself hold '@' (greedy up to the last '@' of the authority)
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@:]+:[^/\s]*@"), r"\1***@"),
+    # scheme-less user:pass@host (not an image reference's repo:tag@sha256:…)
+    (re.compile(r"(?<![\w/.:-])[\w.-]+:[^\s/@:]+@(?!sha256:)(?=[\w.-]+)"), "***@"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 ***"),
-    (re.compile(r"(?i)\b(token|password|passwd|secret|api[_-]?key|auth)([=:]\s*)[^\s&,;]+"), r"\1\2***"),
+    # key=value, key: value, "key": "value", ?access_token=… — any key naming a secret
+    (re.compile(rf"(?i)\b({_KEY})([\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;]+"), r"\1\2***"),
+    # headers like X-ClickHouse-Key: / X-Api-Key:
+    (re.compile(r"(?i)\b(x-[\w-]*key)(\s*[=:]\s*)[^\s\"'&,;]+"), r"\1\2***"),
+    # -p SECRET / --password SECRET on a command line
+    (re.compile(r"(?<!\S)(-p|--password)(\s+|=)\S+"), r"\1\2***"),
 ]
 
 

@@ -42,7 +42,8 @@ def read_events(path: Path, since_ns: int = 0) -> list[dict]:
             e = json.loads(line)
         except ValueError:
             continue
-        if isinstance(e, dict) and isinstance(e.get("attributes"), dict) and e.get("time_unix_nano", 0) >= since_ns:
+        if (isinstance(e, dict) and isinstance(e.get("attributes"), dict) and isinstance(e.get("name"), str)
+                and type(e.get("time_unix_nano")) is int and e["time_unix_nano"] >= since_ns):
             out.append(e)
     return out
 

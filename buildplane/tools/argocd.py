@@ -76,7 +76,10 @@ class ArgoClient:
             raise Missing(f"Argo CD at {self.server} refused the login of ${self.username_env} "
                           f"({resp.status_code}: {argo_message(resp)}); check ${self.username_env}/${self.password_env}")
         self._raise_for(resp, "POST /api/v1/session")
-        token = resp.json().get("token")
+        try:
+            token = resp.json().get("token")
+        except (ValueError, AttributeError):
+            token = None
         if not token:
             raise StepFailed(f"Argo CD at {self.server}: the session login returned no token")
         return token
@@ -94,8 +97,20 @@ class ArgoClient:
 
     def _json(self, method: str, path: str, **kw) -> dict:
         resp = self._send(method, path, **kw)
+        if 300 <= resp.status_code < 400:
+            raise Missing(f"Argo CD at {self.server}: {method} {path} was redirected to "
+                          f"{resp.headers.get('location', '?')} (an SSO proxy?); point modes.deploy.argo.server "
+                          "at the API server itself")
         self._raise_for(resp, f"{method} {path}")
-        return resp.json()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            kind = resp.headers.get("content-type", "no content type").split(";")[0]
+            raise Missing(f"Argo CD at {self.server}: {method} {path} answered {resp.status_code} with {kind}, "
+                          "not Argo CD's JSON (an SSO proxy or another service?); check modes.deploy.argo.server")
+        return body
 
     def _raise_for(self, resp: httpx.Response, what: str) -> None:
         if resp.status_code < 400:

@@ -37,6 +37,9 @@ def major_version(runner: Runner, cache_file: Path | None = None) -> int | None:
     if key not in stored:
         stored[key] = parse_version(runner.run(["helm", "version", "--short"], timeout=20).stdout)
         if cache_file is not None:
-            write_json_atomic(cache_file, stored)
+            try:
+                write_json_atomic(cache_file, stored)
+            except OSError:
+                pass  # a cache: asking again next time is the only cost
     _cache[key] = stored[key]
     return stored[key]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import BuildplaneError, Missing, StepFailed
+from ..errors import BadInput, BuildplaneError, Missing, StepFailed
 from . import run
 from .run import Runner
 
@@ -48,8 +48,13 @@ class Ref:
 
 
 def plain_http_host(host: str, listed) -> bool:
-    """Registries without TLS: those the topology lists, and loopback (always plain in the lab)."""
-    return host in listed or host.startswith(("127.", "localhost"))
+    """Registries without TLS: those the topology lists (exactly, port included), and loopback (the lab).
+
+    `localhost.corp.example` is not loopback: a prefix match would send it Basic credentials in clear."""
+    if host in listed:
+        return True
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return name in ("localhost", "[::1]") or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
 
 
 def docker_config_path(environ=None) -> Path:
@@ -68,7 +73,13 @@ def credentials_for(host: str, environ=None, runner: Runner | None = None) -> tu
     helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
     entry = (cfg.get("auths") or {}).get(host) or (cfg.get("auths") or {}).get(f"https://{host}")
     if entry and entry.get("auth"):
-        user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+        try:
+            user, sep, secret = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError, TypeError):
+            sep = ""
+        if not sep:
+            raise BadInput(f"{docker_config_path(environ)}: auths.{host}.auth is not base64 of `user:password`; "
+                           f"run `docker login {host}` again")
         return user, secret
     if helper:
         try:
@@ -151,14 +162,21 @@ class RegistryClient:
             value = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
         elif scheme == "bearer":
             params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+            if not params.get("realm", "").startswith(("https://", "http://")):
+                raise StepFailed(f"registry {host} asked for a Bearer token without a usable realm "
+                                 f"(WWW-Authenticate: {challenge[:120]}); it is misconfigured")
             query = {"service": params.get("service", "")}
             if scope:
                 query["scope"] = scope
             resp = self.client.get(params["realm"], params=query, auth=creds if creds else None)
             if resp.status_code != 200:
                 return None
-            body = resp.json()
-            value = "Bearer " + (body.get("token") or body.get("access_token", ""))
+            try:
+                body = resp.json()
+                value = "Bearer " + (body.get("token") or body.get("access_token") or "")
+            except (ValueError, AttributeError):
+                raise StepFailed(f"registry {host}: its token service {params['realm']} answered "
+                                 f"{resp.headers.get('content-type', 'no content type')}, not a JSON token") from None
         else:
             return None
         self._tokens[(host, scope)] = value

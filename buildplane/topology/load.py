@@ -20,6 +20,9 @@ from .yaml_lines import Document, format_loc, load_document
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _IMAGE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A registry reference: host[:port] then a lowercase repository path; no scheme (buildx and Helm want none).
+_REGISTRY_REF = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?$")
 
 _MODEL_NAMES = {cls.__name__ for cls in _Model.__subclasses__()}
 
@@ -34,6 +37,9 @@ def load(path: Path | str, environ: dict[str, str] | None = None, base: Path | N
     """Load and validate a topology file; BadInput (exit 2) with file:line on any problem."""
     path = Path(path)
     doc = load_document(path, environ)
+    version = doc.data.get("version") if isinstance(doc.data, dict) else None
+    if "version" in doc.data and (type(version) is not int or version != 1):  # true and 1.0 equal 1 in Python
+        raise BadInput(f"{doc.where(('version',))}: version: got {version!r}; valid: 1 (a whole number)")
     try:
         # JSON mode: strict types, but YAML lists are accepted for tuple fields.
         topo = Topology.model_validate_json(json.dumps({**doc.data, "source": str(path)}, default=str))
@@ -158,8 +164,10 @@ def _check_values(doc: Document, tloc: tuple, target: Target, base: Path) -> Non
 
 
 def _check_semantics(doc: Document, topo: Topology, base: Path) -> None:
+    _check_registries(doc, topo)
     for name, target in topo.targets.items():
         _check_target(doc, name, target, base)
+    _check_unique(doc, topo)
     for mname in BUILD_MODES:
         if getattr(topo.modes, mname) is not None:
             _check_build_mode(doc, topo, mname)
@@ -186,6 +194,44 @@ def _check_target(doc: Document, name: str, target: Target, base: Path) -> None:
     _check_urls(doc, tloc, target)
     if target.release is not None and not _K8S_NAME.match(target.release):
         raise _fail(doc, tloc + ("release",), f"{target.release!r} is not a valid Helm release name (lowercase, digits, '-')")
+
+
+def _check_registries(doc: Document, topo: Topology) -> None:
+    for key in ("final", "mirror", "cache"):
+        ref = getattr(topo.registries, key)
+        if ref is not None and not _REGISTRY_REF.match(ref):
+            raise _fail(doc, ("registries", key), f"{ref!r} is not a registry reference; valid: host[:port]/path with a "
+                                                  "lowercase path and no scheme, e.g. ghcr.io/team")
+    for i, host in enumerate(topo.registries.plain_http):
+        if not _HOST_PORT.match(host):
+            raise _fail(doc, ("registries", "plain_http", i), f"{host!r} is not a host[:port]; plain_http lists "
+                                                             "registry hosts exactly as in the references")
+
+
+def _check_unique(doc: Document, topo: Topology) -> None:
+    """Names derived from targets must not collide: two targets on one release would run under different
+    locks and overwrite each other; two on one env name would export one variable twice."""
+    from ..contract import env_name, release_name
+    seen_release: dict[str, str] = {}
+    seen_env: dict[str, str] = {}
+    for name, target in topo.targets.items():
+        tloc = ("targets", name)
+        env = env_name(name)
+        if env in seen_env:
+            raise _fail(doc, tloc, f"targets {seen_env[env]!r} and {name!r} both become BUILDPLANE_IMAGE_{env}; "
+                                   "rename one")
+        seen_env[env] = name
+        if target.chart is None:
+            continue
+        release = release_name(topo, name)
+        where = tloc + (("release",) if target.release else ("image",))
+        if len(release) > 53 or not _K8S_NAME.match(release):
+            raise _fail(doc, where, f"the Helm release would be {release!r}, not a valid release name "
+                                    f"(lowercase letters, digits, '-', at most 53); set targets.{name}.release")
+        if release in seen_release:
+            raise _fail(doc, where, f"targets {seen_release[release]!r} and {name!r} would both release {release!r}; "
+                                    f"set targets.{name}.release to a name of its own")
+        seen_release[release] = name
 
 
 def _check_urls(doc: Document, tloc: tuple, target: Target) -> None:

@@ -15,10 +15,18 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
 from ..errors import BadInput
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Limits far above any real topology and far below what hurts: an alias bomb of 200 bytes expands to
+# gigabytes, and deep nesting overflows Python's stack.
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000  # values after every alias is expanded
+# A plain (unquoted) scalar YAML would turn into a date or timestamp: nothing in a topology is one.
+_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([Tt ]|$)")
 
 Loc = tuple  # a key path: ("targets", "runtime", "dockerfile") or with list indexes
 
@@ -67,9 +75,12 @@ def load_document(path: Path, environ: dict[str, str] | None = None) -> Document
         raise BadInput(f"{path}: not UTF-8 text ({exc.reason}); expected a topology YAML file") from None
     if not text.strip() or all(ln.strip().startswith("#") or not ln.strip() for ln in text.splitlines()):
         raise BadInput(f"{path}:1: the file is empty; expected a mapping starting with 'version: 1'")
+    if len(text) > MAX_BYTES:
+        raise BadInput(f"{path}:1: the file is {len(text)} bytes; a topology is at most {MAX_BYTES} bytes")
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
+        _prescan(path, yaml, text)
         raw = yaml.load(text)
     except DuplicateKeyError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
@@ -82,6 +93,8 @@ def load_document(path: Path, environ: dict[str, str] | None = None) -> Document
         raise BadInput(f"{path}:{line}: YAML syntax error: {problem}") from None
     except YAMLError as exc:
         raise BadInput(f"{path}:1: YAML error: {str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # a constructor choking on a value the prescan let by
+        raise BadInput(f"{path}:1: YAML value error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if raw is None:
         raise BadInput(f"{path}:1: the file is empty; expected a mapping starting with 'version: 1'")
     if not isinstance(raw, CommentedMap):
@@ -89,6 +102,48 @@ def load_document(path: Path, environ: dict[str, str] | None = None) -> Document
     doc = Document(path=path, data=None)
     doc.data = _plain(raw, (), doc, environ)
     return doc
+
+
+def _prescan(path: Path, yaml: YAML, text: str) -> None:
+    """Walk the parser's events (nothing is built yet) and refuse what would explode or mislead later:
+    more than MAX_NODES values once aliases are expanded (an alias bomb), nesting past MAX_DEPTH,
+    explicit tags (`!!int abc`, `!!set`, `!!python/…`), and unquoted dates (`name: 2024-02-30` would
+    be a date, or a crash, not a string)."""
+    sizes: dict[str, int] = {}  # anchor -> values it expands to
+    open_: list[list] = [[0, None]]  # per open collection: [values so far, its anchor]
+    for event in yaml.parse(text):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        _check_scalar(path, line, event)
+        if isinstance(event, CollectionStartEvent):
+            open_.append([1, event.anchor])
+            if len(open_) > MAX_DEPTH:
+                raise BadInput(f"{path}:{line}: nested more than {MAX_DEPTH} levels deep; a topology is a few levels")
+            continue
+        if isinstance(event, CollectionEndEvent):
+            size, anchor = open_.pop()
+        elif isinstance(event, AliasEvent):
+            size, anchor = sizes.get(event.anchor, 1), None
+        elif isinstance(event, ScalarEvent):
+            size, anchor = 1, event.anchor
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = size
+        open_[-1][0] += size
+        if open_[-1][0] > MAX_NODES:
+            raise BadInput(f"{path}:{line}: the aliases (*name) here expand to more than {MAX_NODES} values; "
+                           "write the values out")
+
+
+def _check_scalar(path: Path, line: int, event) -> None:
+    tag = getattr(event, "tag", None)
+    if tag and not (isinstance(event, ScalarEvent) and tag == "!"):
+        shown = tag.replace("tag:yaml.org,2002:", "!!")
+        raise BadInput(f"{path}:{line}: explicit YAML tag {shown!r} is not supported; write a plain value "
+                       "(quote it to make it a string)")
+    if isinstance(event, ScalarEvent) and event.style is None and _DATE.match(event.value):
+        raise BadInput(f"{path}:{line}: {event.value!r} would be read as a date; quote it if it is a string "
+                       f"(\"{event.value}\")")
 
 
 def _dup_key(exc: DuplicateKeyError) -> str:
@@ -127,7 +182,10 @@ def _plain(node: Any, loc: Loc, doc: Document, environ) -> Any:
             out_list.append(_plain(item, iloc, doc, environ))
         return out_list
     if isinstance(node, str):
-        return _expand(str(node), loc, doc, environ)
+        expanded = _expand(str(node), loc, doc, environ)  # an unset ${VAR} is an error here, with its line
+        # A build arg keeps its ${VAR}: the value reaches buildx through its environment (`--build-arg NAME`),
+        # so a token is never printed by `plan` nor visible in the docker argv.
+        return str(node) if len(loc) == 4 and loc[0] == "targets" and loc[2] == "build_args" else expanded
     if hasattr(node, "__float__") and not isinstance(node, (bool, int)):
         return float(node)
     if isinstance(node, bool):
@@ -135,6 +193,16 @@ def _plain(node: Any, loc: Loc, doc: Document, environ) -> Any:
     if isinstance(node, int):
         return int(node)
     return node
+
+
+def expand_env(value: str, environ=None) -> str:
+    """`${VAR}` replaced from the environment (checked at load, so every VAR is set)."""
+    environ = os.environ if environ is None else environ
+    return _ENV.sub(lambda m: environ.get(m.group(1), ""), value)
+
+
+def has_env(value: str) -> bool:
+    return bool(_ENV.search(value))
 
 
 def _expand(value: str, loc: Loc, doc: Document, environ) -> str:
