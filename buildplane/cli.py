@@ -56,6 +56,9 @@ def _mode_flags(p: argparse.ArgumentParser, default_mode: str | None = None) -> 
                    help="import and export the registry build cache this run (default: the topology's "
                         "modes.<mode>.cache, or $BUILDPLANE_REMOTE_CACHE=true|false)")
     p.add_argument("--force", action="store_true", help="rebuild and re-release even when fresh")
+    p.add_argument("--pull", action="store_true",
+                   help="ask the registry what each base image (FROM) is now, and pull it (default: an answer "
+                        "is reused for 10 minutes, $BUILDPLANE_BASE_MAX_AGE_S)")
     p.add_argument("--kube-context", help="kube context for Helm (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
     p.add_argument("--namespace", help="release namespace (must be the mode's own; anything else is refused)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -7,12 +7,14 @@ handback per app). Guards are checked here, before any tool runs (Refused, exit 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import contract, guards
 from .errors import BadInput, Missing
 from .freshness import StatCache, target_inputs
+from .freshness.bases import BaseDigests
 from .kubecontext import KubeContext, resolve
 from .state import StateDir
 from .steps.base import Step
@@ -41,6 +43,7 @@ class Options:
     namespace: str | None = None
     timeout_s: float | None = None  # deploy: overrides modes.deploy.argo.timeout_s
     remote_cache: bool = False  # --remote-cache: import and export the registry build cache this run
+    pull: bool = False  # --pull: resolve base images now (not from the last 10 minutes' answer) and pull them
 
 
 @dataclass
@@ -151,23 +154,38 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     cache_on = cache_choice(topo, opts.mode, opts, environ)
     plan.notes.append(cache_on.sentence(opts.mode))
     cache = StatCache.open(state.statcache)
+    bases = base_digests(topo, state, runner, persist)
     plan.revision = git_sha(runner, base)
     helm_major = None  # asked once per plan, and only when something is released
     for name in plan.targets:
-        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state)
+        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases)
         plan.steps.append(build)
         if releasing and topo.targets[name].chart:
             helm_major = helm_major or helm_tool.major_version(runner, state.helm_version if persist else None) or 4
             plan.steps += _release_steps(topo, opts, plan, build, base, helm_major, state)
     if persist:  # `plan` touches nothing: its hashing is not kept
         cache.save()
+        bases.save()
     return plan
 
 
+def base_digests(topo: Topology, state: StateDir, runner: Runner, persist: bool = True) -> BaseDigests:
+    """Base image digests from the last answers, asking the registry (one HEAD each) when older than
+    the rule allows; the registry client is made only if one is needed."""
+    client: list = []
+
+    def lookup(ref: str) -> str | None:
+        if not client:
+            from .tools.registry import RegistryClient
+            client.append(RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner, attempts=1))
+        return client[0].manifest_digest(ref)
+    return BaseDigests(state.base_digests, lookup, log=runner.log or (lambda m: print(m, file=sys.stderr)))
+
+
 def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: StatCache, cache_on: CacheChoice,
-                sha: str, state: StateDir) -> BuildStep:
+                sha: str, state: StateDir, bases: BaseDigests | None = None) -> BuildStep:
     t = topo.targets[name]
-    context, dockerfile, args, inputs = target_inputs(topo, name, base, cache)
+    context, dockerfile, args, inputs = target_inputs(topo, name, base, cache, bases, opts.pull)
     tag = contract.render_tag(topo.mode(opts.mode).tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode,
                               target=name)
     guards.check_tag(opts.mode, name, tag)
@@ -177,7 +195,7 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         build_args=args, platform=t.platform, network=topo.builder.network, repo=contract.image_repo(topo, name),
         tag=tag, content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
         cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
-        metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name,
+        metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name, pull=opts.pull,
     )
 
 

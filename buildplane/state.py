@@ -69,6 +69,11 @@ class StateDir:
         return self.root / "statcache-release.json"
 
     @property
+    def base_digests(self) -> Path:
+        """What each base image (FROM) resolved to, and when it was asked."""
+        return self.root / "state" / "base-digests.json"
+
+    @property
     def helm_version(self) -> Path:
         return self.root / "state" / "helm-version.json"
 

@@ -68,7 +68,8 @@ def outcome_lines(doc: dict, namespace: str | None) -> list[str]:
             release = "not released"
         else:
             release = f"release {release}"
-        out.append(f"{name}: build {t['build']}, {release}, smoke {t['smoke']} — {t['image']}")
+        image = f" — {t['image']}" if t.get("image") else ""  # a failed build pushed nothing to name
+        out.append(f"{name}: build {t['build']}, {release}, smoke {t['smoke']}{image}")
     return out
 
 

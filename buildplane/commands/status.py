@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import project_path, select_targets
+from ..freshness.bases import BaseDigests
 from ..freshness import StatCache, changed_files, release_files, shown_paths, target_inputs
 from ..state import StateDir, read_json
 from ..topology import Topology
@@ -38,7 +39,9 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state: State
         return TargetStatus(name, "never-released",
                             f"never released in {mode} mode from this working tree: run `buildplane up --mode {mode} {name}`")
     digest, revision = record.get("image_digest"), record.get("revision")
-    context, _, _, inputs = target_inputs(topo, name, base, cache)
+    # The last answers for base images, however old: status asks no registry.
+    bases = BaseDigests(state.base_digests, lambda ref: None, max_age_s=float("inf"))
+    context, _, _, inputs = target_inputs(topo, name, base, cache, bases)
     image_changed: list[str] = []
     if record.get("image_inputs_digest") != inputs.digest:
         before = record.get("image_files")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import contract
+from .bases import BaseDigests, external_bases
 from .dockerignore import DockerIgnore
 from ..state import write_json_atomic
 from ..topology.yaml_lines import expand_env
@@ -102,6 +103,7 @@ def image_inputs(
     build_target: str | None,
     platform: str | None,
     cache: StatCache,
+    bases: dict[str, str] | None = None,
 ) -> ImageInputs:
     """The image inputs digest: context after .dockerignore, Dockerfile, args, target, platform."""
     ignore = DockerIgnore.for_context(context, dockerfile)
@@ -119,7 +121,7 @@ def image_inputs(
     h = hashlib.sha256()
     h.update(b"buildplane-image-inputs-v1\0")
     h.update(json.dumps({"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
-                         "platform": platform}, sort_keys=True).encode())
+                         "platform": platform, "bases": sorted((bases or {}).items())}, sort_keys=True).encode())
     for rel in sorted(files):
         h.update(rel.encode() + b"\0" + files[rel].encode() + b"\n")
     files["<Dockerfile>"] = df_hash
@@ -151,16 +153,29 @@ def tree_hashes(root: Path, cache: StatCache) -> dict[str, str]:
             if stat.S_ISREG(st.st_mode)}
 
 
-def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache):
-    """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands."""
+def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache, bases: BaseDigests | None = None,
+                  pull: bool = False):
+    """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands; with
+    `bases`, what each external FROM resolves to is an input too (bases.py has the rule)."""
     t = topo.targets[name]
     context = contract.project_path(base, t.context)
     dockerfile = contract.project_path(base, t.dockerfile)
     args = {**contract.base_image_arg(topo), **t.build_args}
+    files: dict[str, str] = {}
     # The inputs hold what the builder gets: ${VAR}s expanded (a changed value is a changed image).
     expanded = {k: expand_env(v) for k, v in args.items()}
+    resolved = None
+    if bases is not None:
+        try:
+            text = dockerfile.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        resolved = bases.resolve(external_bases(text, expanded), pull=pull)
+        for image, digest in resolved.items():
+            files[f"<FROM {image}>"] = digest
     inputs = image_inputs(context, dockerfile, build_args=expanded, build_target=t.build_target,
-                          platform=t.platform, cache=cache)
+                          platform=t.platform, cache=cache, bases=resolved)
+    inputs.files.update(files)
     return context, dockerfile, args, inputs
 
 

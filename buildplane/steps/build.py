@@ -64,7 +64,7 @@ class BuildStep(StepFields):
     cache_to: str | None  # the registry ref, when the run exports
     metadata_file: Path
     inputs: ImageInputs
-
+    pull: bool = False  # --pull: buildx pulls the bases (their digests were just asked too)
 
     @property
     def ref(self) -> str:
@@ -93,6 +93,8 @@ class BuildStep(StepFields):
             # A value from ${VAR} goes through buildx's environment (`--build-arg NAME`): never in argv or `ps`.
             argv += ["--build-arg", k if has_env(v) else f"{k}={v}"]
         argv += ["--push", "--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
+        if self.pull:
+            argv.append("--pull")
         if self.build_target:
             argv += ["--target", self.build_target]
         cf = self.cache_from_arg(inline_from if inline_cache else None)

@@ -22,7 +22,7 @@ _PATTERNS = [
     (re.compile(r"(?<![\w/.:-])[\w.-]+:[^\s/@:]+@(?!sha256:)(?=[\w.-]+)"), "***@"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 ***"),
     # key=value, key: value, "key": "value", ?access_token=… — any key naming a secret
-    (re.compile(rf"(?i)\b({_KEY})([\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;]+"), r"\1\2***"),
+    (re.compile(rf"(?i)\b({_KEY})([\"']?\s*[=:]\s*[\"']?)(?!\$\{{)[^\s\"'&,;]+"), r"\1\2***"),  # ${VAR}: a name
     # headers like X-ClickHouse-Key: / X-Api-Key:
     (re.compile(r"(?i)\b(x-[\w-]*key)(\s*[=:]\s*)[^\s\"'&,;]+"), r"\1\2***"),
     # -p SECRET / --password SECRET on a command line

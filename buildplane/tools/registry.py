@@ -115,7 +115,7 @@ class RegistryClient:
                 resp = self._request_once(method, host, path, scope, **kw)
             except _Reset as exc:
                 if attempt == self.attempts:
-                    raise Missing(f"registry {host} broke off {method} {path} {attempt} times "
+                    raise StepFailed(f"registry {host} broke off {method} {path} {attempt} times "
                                   f"({exc.args[0]}); check the registry") from None
             else:
                 if resp.status_code < 500 or resp.status_code == 501:

@@ -246,7 +246,7 @@ def _check_urls(doc: Document, tloc: tuple, target: Target) -> None:
 
 def _check_build_mode(doc: Document, topo: Topology, mname: str) -> None:
     mode, mloc = getattr(topo.modes, mname), ("modes", mname)
-    if not _K8S_NAME.match(mode.namespace):
+    if len(mode.namespace) > 63 or not _K8S_NAME.match(mode.namespace):
         raise _fail(doc, mloc + ("namespace",), f"{mode.namespace!r} is not a valid Kubernetes namespace name")
     for field in re.findall(r"\{([^}]*)\}", mode.tag):
         if field not in TAG_FIELDS:
