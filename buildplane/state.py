@@ -74,6 +74,11 @@ class StateDir:
         return self.root / "state" / "base-digests.json"
 
     @property
+    def builder_caps(self) -> Path:
+        """Whether each builder (by endpoint, builder name and buildx binary) exports registry cache."""
+        return self.root / "state" / "builder-caps.json"
+
+    @property
     def helm_version(self) -> Path:
         return self.root / "state" / "helm-version.json"
 

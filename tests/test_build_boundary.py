@@ -243,3 +243,20 @@ def test_registry_client_retries_5xx_and_names_what_still_fails():
     with pytest.raises(StepFailed) as err:
         down.manifest_digest("registry.example/team/a:bp-1")
     assert "registry registry.example answered HTTP 503 Service Unavailable to HEAD /v2/team/a/manifests/bp-1 3 times" in err.value.message
+
+
+def test_builder_capability_is_asked_once_per_builder(tmp_path):
+    """The probe (three docker CLI calls) runs once per builder; another builder is asked again."""
+    from buildplane.tools.buildx import cached_capability
+    asked = []
+
+    def probe():
+        asked.append(1)
+        return True, "builder default (driver docker)"
+    cache = tmp_path / "caps.json"
+    env_a = {"DOCKER_CONFIG": str(tmp_path / "none"), "BUILDX_BUILDER": "a"}
+    assert cached_capability(cache, probe, env_a) == (True, "builder default (driver docker)")
+    assert cached_capability(cache, probe, env_a) == (True, "builder default (driver docker)")
+    assert len(asked) == 1
+    cached_capability(cache, probe, {**env_a, "BUILDX_BUILDER": "remote-pool"})
+    assert len(asked) == 2

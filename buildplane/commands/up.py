@@ -35,7 +35,7 @@ def run(args, topology) -> int:
     plan = make_plan(topo, options(args), runner=runner, state=state)
     ctx = context(state, runner=runner, force=args.force,
                   registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner),
-                  builder=BuilderCaps(buildx.registry_cache_capability),
+                  builder=BuilderCaps(lambda: buildx.cached_capability(state.builder_caps)),
                   release_cache=StatCache.open(state.release_statcache),
                   progress=lambda target, line: print(f"[{target}] {line}", file=sys.stderr))
     outcome = run_plan(plan, ctx, reporter, as_json=args.json)

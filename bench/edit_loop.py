@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The edit loop against a registry across a network (#13): buildplane vs the naive ways, in one run.
+
+Networks: "direct" (the lab's loopback registries) and "wan" (the same registries behind bench/wan.py:
+40 ms round trip, 50 Mbit/s; BENCH_RTT_MS / BENCH_MBIT to change). Targets: runtime + portal.
+Scenarios: no-op; one-line edit to portal on a warm builder; the same edit after `docker buildx prune -af`.
+Ways:
+  naive-cache     per target `docker buildx build --push --tag {mode tag}` with the registry cache
+                  (--cache-from/--cache-to type=registry,mode=max), then `helm template` — what a Makefile does
+  naive-nocache   the same without the registry cache
+  bp-cache-on     `buildplane up --mode dev --remote-cache`
+  bp-cache-off    `buildplane up --mode dev` with the cache off
+Each cell: the median of BENCH_REPS (default 5) runs; ratios against the best naive way of the row.
+Written to bench/results.json under "edit_loop" and printed as the README's table.
+
+  BENCH_NETWORKS=wan python bench/edit_loop.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from lab import lab_env, make_app, process_env, prune_builder  # noqa: E402
+from wan import WanProxy  # noqa: E402
+
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+RTT_MS = float(os.environ.get("BENCH_RTT_MS", "40"))
+MBIT = float(os.environ.get("BENCH_MBIT", "50"))
+WAYS = ("naive-cache", "naive-nocache", "bp-cache-on", "bp-cache-off")
+SCENARIOS = ("noop", "edit", "edit-after-prune")
+TARGETS = ("runtime", "portal")
+
+
+def run(argv: list[str], cwd: Path, env: dict) -> None:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[:6])} … failed:\n{proc.stderr[-2000:]}")
+
+
+def bp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "buildplane", "--topology", "topology.yaml", *args]
+
+
+def naive_argvs(app: Path, env: dict) -> list[list[str]]:
+    """Per target: buildx --push under the mode tag (registry cache flags when `cache`), then helm template."""
+    plan = json.loads(subprocess.run(bp("plan", "--mode", "dev", "--json", *TARGETS), cwd=app, env=env,
+                                     capture_output=True, text=True, check=True).stdout)
+    out = []
+    for step in plan["steps"]:
+        if step["kind"] == "build":
+            argv = list(step["argv"])  # the topology of this way decides the registry cache flags
+            argv[argv.index("--tag") + 1] = step["image"]  # the naive loop pushes the mode tag it deploys
+            out.append(argv)
+        elif step["kind"] == "release":
+            argv = list(step["argv"])
+            i = len(argv) - 1 - argv[::-1].index("-f")  # the last -f: the image values file buildplane writes
+            del argv[i:i + 2]
+            out.append(argv + ["--set", f"image.repository={step['image_values']['image']['repository']}",
+                               "--set", "image.digest=sha256:" + "0" * 64])
+    return out
+
+
+class Way:
+    def __init__(self, name: str, app: Path, env: dict) -> None:
+        self.name, self.app, self.env = name, app, env
+        self.naive = naive_argvs(app, env) if name.startswith("naive") else None
+
+    def once(self) -> float:
+        started = time.perf_counter()
+        if self.naive is None:
+            extra = ["--remote-cache"] if self.name == "bp-cache-on" else []
+            run(bp("up", "--mode", "dev", *extra, *TARGETS), self.app, self.env)
+        else:
+            for argv in self.naive:
+                run(argv, self.app, self.env)
+        return time.perf_counter() - started
+
+
+def edit(app: Path) -> None:
+    page = app / "examples/fractalops/portal/www/index.html"
+    page.write_text(page.read_text() + f"<!-- edit {uuid.uuid4().hex} -->\n")
+
+
+def app_for(tmp: Path, lab: dict, regs: dict[str, str], way: str) -> Path:
+    app, ns = make_app(tmp / way, lab, cache=True)
+    text = (app / "topology.yaml").read_text()
+    for lab_addr, addr in regs.items():
+        text = text.replace(lab_addr, addr)
+    if way == "bp-cache-off" or way == "naive-nocache":
+        text = text.replace("cache: {import: true, export: true}", "cache: {import: false, export: false}")
+    (app / "topology.yaml").write_text(text)
+    return app
+
+
+def measure(network: str, lab: dict, tmp: Path) -> dict:
+    env = process_env(lab)
+    with ExitStack() as stack:
+        regs = {}
+        for key, addr in (("final", lab["final"]), ("cache", lab["cache"]), ("mirror", lab["mirror"])):
+            regs[addr] = stack.enter_context(WanProxy(addr, rtt_ms=RTT_MS, mbit_s=MBIT)).address if network == "wan" else addr
+        ways = [Way(w, app_for(tmp / network, lab, regs, w), env) for w in WAYS]
+        for way in ways:
+            way.once()  # cold: fills the builder and the registries
+        cells: dict[str, dict[str, float]] = {s: {} for s in SCENARIOS}
+        for scenario in SCENARIOS:
+            times: dict[str, list[float]] = {w.name: [] for w in ways}
+            for _ in range(REPS):
+                for way in ways:  # interleaved, so drift on a noisy machine hits every way alike
+                    if scenario != "noop":
+                        edit(way.app)
+                    if scenario == "edit-after-prune":
+                        prune_builder(lab)
+                    times[way.name].append(way.once())
+            cells[scenario] = {w: round(statistics.median(t), 3) for w, t in times.items()}
+            best = min(cells[scenario]["naive-cache"], cells[scenario]["naive-nocache"])
+            cells[scenario]["ratio_bp_cache_on"] = round(best / cells[scenario]["bp-cache-on"], 2)
+            cells[scenario]["ratio_bp_cache_off"] = round(best / cells[scenario]["bp-cache-off"], 2)
+            print(f"{network} {scenario}: {cells[scenario]}", file=sys.stderr, flush=True)
+    return cells
+
+
+def table(results: dict) -> str:
+    rows = ["| network | scenario | naive, registry cache | naive, no cache | buildplane, cache on | buildplane, cache off |",
+            "|---|---|---|---|---|---|"]
+    for network, cells in results["networks"].items():
+        for scenario, c in cells.items():
+            rows.append(f"| {network} | {scenario} | {c['naive-cache']:.2f} s | {c['naive-nocache']:.2f} s | "
+                        f"{c['bp-cache-on']:.2f} s ({c['ratio_bp_cache_on']}×) | {c['bp-cache-off']:.2f} s ({c['ratio_bp_cache_off']}×) |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    lab = lab_env()
+    buildx = subprocess.run(["docker", "buildx", "version"], env=process_env(lab), capture_output=True, text=True).stdout.strip()
+    networks = os.environ.get("BENCH_NETWORKS", "direct,wan").split(",")
+    results = {"reps": REPS, "rtt_ms": RTT_MS, "mbit_s": MBIT, "buildx": buildx, "targets": list(TARGETS),
+               "networks": {}}
+    with tempfile.TemporaryDirectory(prefix="bp-bench-edit-") as tmp:
+        for network in networks:
+            results["networks"][network] = measure(network, lab, Path(tmp))
+    out = ROOT / "bench" / "results.json"
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    data["edit_loop"] = results
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
