@@ -75,6 +75,7 @@ class Way:
     def __init__(self, name: str, app: Path, env: dict) -> None:
         self.name, self.app, self.env = name, app, env
         self.naive = naive_argvs(app, env) if name.startswith("naive") else None
+        (app / ".buildplane" / "builds").mkdir(parents=True, exist_ok=True)  # the naive argv keeps --metadata-file
 
     def once(self) -> float:
         started = time.perf_counter()
@@ -103,12 +104,32 @@ def app_for(tmp: Path, lab: dict, regs: dict[str, str], way: str) -> Path:
     return app
 
 
+def docker_config_for(regs: dict[str, str], env: dict, tmp: Path) -> dict:
+    """The lab's Docker config, with each proxied registry given the credentials of the one behind it
+    (a user's `docker login` names the host they reach, here the proxy's address)."""
+    lab_cfg = Path(env["DOCKER_CONFIG"])
+    cfg = json.loads((lab_cfg / "config.json").read_text())
+    auths = cfg.setdefault("auths", {})
+    for behind, front in regs.items():
+        if behind in auths and front != behind:
+            auths[front] = auths[behind]
+    out = tmp / "docker-config"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg))
+    (out / "config.json").chmod(0o600)
+    for name in ("cli-plugins", "buildx"):
+        if (lab_cfg / name).exists() and not (out / name).exists():
+            (out / name).symlink_to(lab_cfg / name)
+    return {**env, "DOCKER_CONFIG": str(out)}
+
+
 def measure(network: str, lab: dict, tmp: Path) -> dict:
     env = process_env(lab)
     with ExitStack() as stack:
         regs = {}
         for key, addr in (("final", lab["final"]), ("cache", lab["cache"]), ("mirror", lab["mirror"])):
             regs[addr] = stack.enter_context(WanProxy(addr, rtt_ms=RTT_MS, mbit_s=MBIT)).address if network == "wan" else addr
+        env = docker_config_for(regs, env, tmp / network)
         ways = [Way(w, app_for(tmp / network, lab, regs, w), env) for w in WAYS]
         for way in ways:
             way.once()  # cold: fills the builder and the registries

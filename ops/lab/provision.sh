@@ -26,46 +26,43 @@ fi
 # The distribution registry package starts a system service on :5000; the lab runs its own.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 
-# --- builder: dockerd 26 + containerd + buildx from Debian 13, unpacked under the lab dir ---
-mkdir -p "$BP_LAB_BIN"
-if [ ! -x "$BP_LAB_BIN/dockerd" ] || [ ! -x "$BP_LAB_BIN/docker-buildx" ] || [ ! -x "$BP_LAB_BIN/containerd" ]; then
+# Debian packages of another suite, unpacked (never installed): SUITE OUT_DIR PACKAGE… → OUT_DIR/x/…
+# The mirror is the machine's own apt source; only the suite name is swapped.
+unpack_debs() {
+  local suite=$1 out=$2; shift 2
+  local uri
   uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   [ -n "$uri" ] || uri=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
   [ -n "$uri" ] || { echo "provision: cannot read the Debian mirror from /etc/apt (sources.list.d/debian.sources or sources.list)" >&2; exit 4; }
+  mkdir -p "$out/lists/partial" "$out/cache/archives/partial" "$out/debs" "$out/parts"
+  printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$uri" "$suite" >"$out/parts/$suite.sources"
+  local opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$out/parts" -o "Dir::State::Lists=$out/lists"
+              -o "Dir::Cache=$out/cache" -o "Dir::State::status=/var/lib/dpkg/status" -o "APT::Architecture=$(dpkg --print-architecture)")
+  log "fetching $* (Debian $suite) with apt-get download"
+  apt-get "${opts[@]}" update -qq
+  (cd "$out/debs" && apt-get "${opts[@]}" download "$@" >/dev/null)
+  for deb in "$out"/debs/*.deb; do dpkg -x "$deb" "$out/x"; done
+}
+
+# --- builder: dockerd 26 + containerd from Debian 13, unpacked under the lab dir ---
+mkdir -p "$BP_LAB_BIN"
+if [ ! -x "$BP_LAB_BIN/dockerd" ] || [ ! -x "$BP_LAB_BIN/containerd" ]; then
   apt_dir=$(mktemp -d)
   trap 'rm -rf "$apt_dir"' EXIT
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs" "$apt_dir/parts"
-  printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" >"$apt_dir/parts/trixie.sources"
-  aopts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt_dir/parts" -o "Dir::State::Lists=$apt_dir/lists"
-         -o "Dir::Cache=$apt_dir/cache" -o "Dir::State::status=/var/lib/dpkg/status" -o "APT::Architecture=$(dpkg --print-architecture)")
-  log "fetching docker.io, containerd, docker-buildx (Debian 13) with apt-get download"
-  apt-get "${aopts[@]}" update -qq
-  (cd "$apt_dir/debs" && apt-get "${aopts[@]}" download docker.io containerd docker-buildx >/dev/null)
-  for deb in "$apt_dir"/debs/*.deb; do dpkg -x "$deb" "$apt_dir/x"; done
-  cp "$apt_dir/x/usr/sbin/dockerd" "$apt_dir/x/usr/bin/containerd" "$apt_dir/x/usr/bin/containerd-shim-runc-v2" \
-     "$apt_dir/x/usr/libexec/docker/cli-plugins/docker-buildx" "$BP_LAB_BIN/"
+  unpack_debs trixie "$apt_dir" docker.io containerd
+  cp "$apt_dir/x/usr/sbin/dockerd" "$apt_dir/x/usr/bin/containerd" "$apt_dir/x/usr/bin/containerd-shim-runc-v2" "$BP_LAB_BIN/"
   [ -x "$apt_dir/x/usr/sbin/docker-proxy" ] && cp "$apt_dir/x/usr/sbin/docker-proxy" "$BP_LAB_BIN/" || true
   [ -x "$apt_dir/x/usr/bin/docker-init" ] && cp "$apt_dir/x/usr/bin/docker-init" "$BP_LAB_BIN/" || true
   chmod 755 "$BP_LAB_BIN"/*
 fi
 
-# --- buildx: the newest that runs here, from Debian's unstable suite (same apt source, suite swapped) ---
+# --- buildx: the newest that runs here, from Debian's unstable suite ---
 # Users run recent buildx; trixie's 0.13 pushes every tag a second time (fixed upstream in 0.21), so the
-# lab would measure a builder nobody has. The trixie plugin stays as docker-buildx-0.13 for comparison.
+# lab would measure a builder nobody has (LAB.md: buildx 0.29.1 drives the lab's dockerd 26).
 if ! "$BP_LAB_BIN/docker-buildx" version 2>/dev/null | grep -Eq ' v?0\.(2[1-9]|[3-9][0-9])'; then
-  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [ -n "$uri" ] || uri=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [ -n "$uri" ] || { echo "provision: cannot read the Debian mirror from /etc/apt" >&2; exit 4; }
   sid_dir=$(mktemp -d)
-  mkdir -p "$sid_dir/lists/partial" "$sid_dir/cache/archives/partial" "$sid_dir/parts" "$sid_dir/debs"
-  printf 'Types: deb\nURIs: %s\nSuites: sid\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" >"$sid_dir/parts/sid.sources"
-  sopts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$sid_dir/parts" -o "Dir::State::Lists=$sid_dir/lists"
-         -o "Dir::Cache=$sid_dir/cache" -o "Dir::State::status=/var/lib/dpkg/status" -o "APT::Architecture=$(dpkg --print-architecture)")
-  log "fetching docker-buildx from Debian unstable with apt-get download"
-  apt-get "${sopts[@]}" update -qq
-  (cd "$sid_dir/debs" && apt-get "${sopts[@]}" download docker-buildx >/dev/null)
-  dpkg -x "$sid_dir"/debs/docker-buildx_*.deb "$sid_dir/x"
-  [ -x "$BP_LAB_BIN/docker-buildx" ] && mv "$BP_LAB_BIN/docker-buildx" "$BP_LAB_BIN/docker-buildx-0.13"
+  unpack_debs sid "$sid_dir" docker-buildx
   cp "$sid_dir/x/usr/libexec/docker/cli-plugins/docker-buildx" "$BP_LAB_BIN/docker-buildx"
   chmod 755 "$BP_LAB_BIN/docker-buildx"
   rm -rf "$sid_dir"
