@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import BadInput, BuildplaneError
+from .errors import BadInput, BuildplaneError, internal_error
 from .topology import MODES, Topology, load, topology_path
 
 
@@ -173,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BUILDPLANE_DEBUG"):
             raise
         from .telemetry.events import redact
-        print(f"buildplane: internal error: {type(exc).__name__}: {redact(str(exc).splitlines()[0] if str(exc) else '')} "
-              "(please report it; BUILDPLANE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"buildplane: {redact(internal_error(exc))}", file=sys.stderr)
         return 1
 
 

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from typing import Callable
 
-from .errors import BuildplaneError, Interrupted
+from .errors import BuildplaneError, Interrupted, internal_error
 from .plan import Plan
 from .state import StateDir
 from .steps.base import RunContext, Status, Step, StepResult
@@ -146,8 +146,8 @@ class Engine:
             result = StepResult(step.kind, step.target, Status.NOT_RUN if interrupted else Status.FAILED,
                                 exc.message, exit_code=exc.exit_code, error=exc.message)
         except Exception as exc:  # a bug, or an input nobody foresaw: one failed step, never a lost run
-            message = f"{step.id}: internal error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
-            self.ctx.log(message + " (please report it; BUILDPLANE_DEBUG=1 shows the traceback)")
+            message = f"{step.id}: {internal_error(exc)}"
+            self.ctx.log(message)
             if os.environ.get("BUILDPLANE_DEBUG"):
                 traceback.print_exc()
             result = StepResult(step.kind, step.target, Status.FAILED, message, exit_code=1, error=message)

@@ -47,3 +47,9 @@ class Interrupted(BuildplaneError):
     """SIGINT/SIGTERM: exit 130."""
 
     exit_code = 130
+
+
+def internal_error(exc: Exception) -> str:
+    """The one line for an exception nobody foresaw (a bug): its type and first line, and how to see more."""
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"internal error: {type(exc).__name__}: {first} (please report it; BUILDPLANE_DEBUG=1 shows the traceback)"

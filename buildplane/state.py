@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import BadInput
+
 DEFAULT_DIR = ".buildplane"
 
 
@@ -49,15 +51,14 @@ class StateDir:
 
     def check_writable(self) -> None:
         """A run records what it did here: refuse up front (exit 2) rather than fail half-way."""
-        from .errors import BadInput
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe.")
-            os.close(fd)
-            os.unlink(probe)
+            problem = None if os.access(self.root, os.W_OK | os.X_OK) else "permission denied"
         except OSError as exc:
-            raise BadInput(f"state dir {self.root} is not writable ({exc.strerror}); "
-                           "set BUILDPLANE_STATE_DIR to a writable directory") from None
+            problem = exc.strerror
+        if problem:
+            raise BadInput(f"state dir {self.root} is not writable ({problem}); "
+                           "set BUILDPLANE_STATE_DIR to a writable directory")
 
     # -- caches -------------------------------------------------------------------------------
     @property

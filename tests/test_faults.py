@@ -276,9 +276,8 @@ def _chart_in(namespace_template: str) -> None:
 
 
 def real_helm() -> str:
-    from buildplane.tools.run import Runner as R
     try:
-        return R().which("helm")
+        return Runner().which("helm")
     except Exception:
         missing_component("Helm is not on PATH (run `make provision`)")
         return ""

@@ -3,7 +3,6 @@ command's reporter, the sinks are flushed within their budget, the summary is pr
 (`up` starts its reporter before planning, so a network sink gets ready while the plan hashes inputs.)"""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from ..engine import Engine
@@ -41,6 +40,6 @@ def context(state: StateDir, **seams) -> RunContext:
 
 def say_failure(outcome: Outcome, prefix: str = "") -> None:
     if outcome.summary.exit_code == 130:
-        print("buildplane: interrupted", file=sys.stderr)
+        stderr("buildplane: interrupted")
     elif outcome.summary.error:
-        print(f"buildplane: {prefix}{outcome.summary.error}", file=sys.stderr)
+        stderr(f"buildplane: {prefix}{outcome.summary.error}")

@@ -30,7 +30,8 @@ class TargetStatus:
                 "revision": self.revision, "changed": list(self.changed)}
 
 
-def target_status(topo: Topology, mode: str, name: str, base: Path, state: StateDir, cache: StatCache) -> TargetStatus:
+def target_status(topo: Topology, mode: str, name: str, base: Path, state: StateDir, cache: StatCache,
+                  bases: BaseDigests) -> TargetStatus:
     t = topo.targets[name]
     if not t.chart:
         return TargetStatus(name, "no-chart", "has no chart: it is built, never released")
@@ -39,8 +40,6 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state: State
         return TargetStatus(name, "never-released",
                             f"never released in {mode} mode from this working tree: run `buildplane up --mode {mode} {name}`")
     digest, revision = record.get("image_digest"), record.get("revision")
-    # The last answers for base images, however old: status asks no registry.
-    bases = BaseDigests(state.base_digests, lambda ref: None, max_age_s=float("inf"))
     context, _, _, inputs = target_inputs(topo, name, base, cache, bases)
     image_changed: list[str] = []
     if record.get("image_inputs_digest") != inputs.digest:
@@ -66,8 +65,10 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state: State
 
 def status(topo: Topology, mode: str, targets: list[str], base: Path, state: StateDir) -> list[TargetStatus]:
     cache = StatCache.open(state.statcache)
+    # The last answers for base images, however old: status asks no registry.
+    bases = BaseDigests(state.base_digests, lambda ref: None, max_age_s=float("inf"))
     try:
-        return [target_status(topo, mode, name, base, state, cache) for name in targets]
+        return [target_status(topo, mode, name, base, state, cache, bases) for name in targets]
     finally:
         cache.save()
 

@@ -1,7 +1,6 @@
 """`buildplane up`: the pipeline of a mode — what Tilt's local_resource calls (deploy mode: the handback)."""
 from __future__ import annotations
 
-import sys
 
 from ..plan import Options, make_plan
 from ..state import StateDir
@@ -11,7 +10,7 @@ from ..tools.registry import RegistryClient
 from ..tools.run import Runner
 from ..freshness import StatCache
 from . import handback
-from ._output import outcome_lines
+from ._output import outcome_lines, stderr
 from ._run import context, run_plan, say_failure, start_reporter
 
 
@@ -37,7 +36,7 @@ def run(args, topology) -> int:
                   registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner),
                   builder=BuilderCaps(lambda: buildx.cached_capability(state.builder_caps)),
                   release_cache=StatCache.open(state.release_statcache),
-                  progress=lambda target, line: print(f"[{target}] {line}", file=sys.stderr))
+                  progress=lambda target, line: stderr(f"[{target}] {line}"))  # a RUN may echo a secret
     outcome = run_plan(plan, ctx, reporter, as_json=args.json)
     if not args.json:
         for line in outcome_lines(outcome.doc, plan.namespace):

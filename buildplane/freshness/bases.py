@@ -8,24 +8,27 @@ counts by its name, with a note, and never fails a run. A `FROM image@sha256:…
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 import time
 from pathlib import Path
 from typing import Callable
 
-from dockerfile_parse import DockerfileParser
-
 from ..errors import BuildplaneError
 from ..state import read_json, write_json_atomic
 
 BASE_MAX_AGE_S = float(os.environ.get("BUILDPLANE_BASE_MAX_AGE_S", "600"))
 UNRESOLVED = "unresolved"
+FROMS = "<froms>"  # the state file's key for each Dockerfile's FROM list (no image ref looks like it)
 
 
 def external_bases(dockerfile_text: str, build_args: dict[str, str]) -> list[str]:
     """The images the Dockerfile's FROMs pull (ARGs substituted); stage names and `scratch` are not."""
+    from dockerfile_parse import DockerfileParser  # ~17 ms to import: only when a Dockerfile is new
+
     parser = DockerfileParser(fileobj=io.BytesIO(dockerfile_text.encode()), build_args=build_args)
     stages: set[str] = set()
     out: list[str] = []
@@ -59,6 +62,15 @@ class BaseDigests:
         self.path, self.lookup, self.now, self.max_age_s, self.log = path, lookup, now, max_age_s, log
         self.known: dict[str, dict] = (read_json(path) if path is not None else None) or {}
         self.dirty = False
+
+    def bases_of(self, dockerfile_digest: str, build_args: dict[str, str], read: Callable[[], str]) -> list[str]:
+        """The Dockerfile's external FROMs, parsed once per content and build args (a no-op run parses nothing)."""
+        key = hashlib.sha256(json.dumps([dockerfile_digest, sorted(build_args.items())]).encode()).hexdigest()
+        froms = self.known.setdefault(FROMS, {})
+        if not isinstance(froms.get(key), list):
+            froms[key] = external_bases(read(), build_args)
+            self.dirty = True
+        return list(froms[key])
 
     def resolve(self, images: list[str], *, pull: bool = False) -> dict[str, str]:
         out: dict[str, str] = {}

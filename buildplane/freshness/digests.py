@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import contract
-from .bases import BaseDigests, external_bases
+from .bases import BaseDigests
 from .dockerignore import DockerIgnore
 from ..state import write_json_atomic
 from ..topology.yaml_lines import expand_env
@@ -161,21 +161,16 @@ def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache, bases
     context = contract.project_path(base, t.context)
     dockerfile = contract.project_path(base, t.dockerfile)
     args = {**contract.base_image_arg(topo), **t.build_args}
-    files: dict[str, str] = {}
     # The inputs hold what the builder gets: ${VAR}s expanded (a changed value is a changed image).
     expanded = {k: expand_env(v) for k, v in args.items()}
     resolved = None
     if bases is not None:
-        try:
-            text = dockerfile.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            text = ""
-        resolved = bases.resolve(external_bases(text, expanded), pull=pull)
-        for image, digest in resolved.items():
-            files[f"<FROM {image}>"] = digest
+        images = bases.bases_of(cache.file_hash(str(dockerfile.resolve()), dockerfile.stat()), expanded,
+                                lambda: dockerfile.read_text(encoding="utf-8", errors="replace"))
+        resolved = bases.resolve(images, pull=pull)
     inputs = image_inputs(context, dockerfile, build_args=expanded, build_target=t.build_target,
                           platform=t.platform, cache=cache, bases=resolved)
-    inputs.files.update(files)
+    inputs.files.update({f"<FROM {image}>": digest for image, digest in (resolved or {}).items()})
     return context, dockerfile, args, inputs
 
 

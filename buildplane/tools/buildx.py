@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..state import read_json, write_json_atomic
 
 _VERTEX = re.compile(r"^#(\d+) \[(?!internal\])([^\]]*?)\s*(\d+)/(\d+)\] (\w+)")
 _CACHED = re.compile(r"^#(\d+) CACHED\s*$")
@@ -103,8 +107,6 @@ def registry_cache_capability() -> tuple[bool, str]:
 def builder_key(environ=None) -> str:
     """Who answers a capability question: the Docker endpoint and buildx builder chosen by the environment,
     and the buildx plugin itself (a new buildx may answer otherwise)."""
-    import os
-    import shutil
     environ = os.environ if environ is None else environ
     plugin = ""
     for d in (environ.get("DOCKER_CONFIG", os.path.expanduser("~/.docker")) + "/cli-plugins",
@@ -120,7 +122,6 @@ def builder_key(environ=None) -> str:
 
 def cached_capability(cache_file, probe=registry_cache_capability, environ=None) -> tuple[bool, str]:
     """The probe's answer, kept per builder (three docker CLI calls cost ~0.4 s; the answer rarely changes)."""
-    from ..state import read_json, write_json_atomic
     key = builder_key(environ)
     stored = read_json(cache_file) or {}
     if key in stored and isinstance(stored[key], list) and len(stored[key]) == 2:

@@ -69,22 +69,23 @@ def reap_orphans(ledger: Path, log: Callable[[str], None], *, helm_wait_s: float
                 continue
             said.append(f"`{what}` (pid {pid}) from a killed run has finished")
         else:
-            _stop_group(pid, data["ticks"])
+            # It was started in its own session: its process group holds its children too.
+            stop_group(pid, lambda: _alive(pid, data["ticks"]), grace=2.0, kill_wait=2.0)
             said.append(f"stopped `{what}` (pid {pid}), left running by a killed run")
             log(said[-1])
         path.unlink(missing_ok=True)
     return said
 
 
-def _stop_group(pid: int, ticks: int) -> None:
-    """The child was started in its own session, so its process group holds its children too."""
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-        if not _alive(pid, ticks):
+def stop_group(pgid: int, alive: Callable[[], bool], grace: float = 1.0, kill_wait: float = 1.0) -> None:
+    """TERM the process group, then KILL it after `grace` seconds; returns once `alive()` says it is gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
+        if not alive():
             return
         try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        except OSError:  # gone already, or not ours
             return
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(pid, ticks):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.02)

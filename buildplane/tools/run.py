@@ -203,16 +203,7 @@ def _stop(proc, grace: float = 1.0) -> None:
         pgid = os.getpgid(proc.pid)
     except (ProcessLookupError, OSError):
         return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, OSError):
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not proc.is_alive():
-                return
-            time.sleep(0.02)
+    children.stop_group(pgid, proc.is_alive, grace)
 
 
 def stop_all(*, interrupt: bool = False, log: Callable[[str], None] | None = None) -> None:
