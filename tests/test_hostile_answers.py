@@ -153,10 +153,19 @@ def test_a_crashing_step_is_one_failed_step_and_the_run_still_finishes(tools, mo
     assert summary.results["release:api"].status == Status.NOT_RUN
 
 
-def test_an_unexpected_exception_in_a_command_is_one_line_not_a_traceback(workspace, monkeypatch):
-    res = run_process(["--topology", "topology.yaml", "explain", "ctx/app.txt"], cwd=workspace,
-                      env={"BUILDPLANE_STATE_DIR": "/dev/null/state"})
-    assert "Traceback" not in res.err and len(res.err.strip().splitlines()) <= 1
+def test_an_unexpected_exception_in_a_command_is_one_line_not_a_traceback(workspace, run_cli, monkeypatch):
+    """A bug in a command (here: explain raising a bare KeyError) is one masked line and exit 1."""
+    from buildplane import cli
+
+    def broken(args, topology):
+        raise KeyError("token=abc123 in a place nobody foresaw")
+    monkeypatch.setattr(cli, "command", lambda name: broken)
+    monkeypatch.delenv("BUILDPLANE_DEBUG", raising=False)
+    res = run_cli("--topology", "topology.yaml", "explain", "ctx/app.txt")
+    lines = res.err.strip().splitlines()
+    assert res.code == 1 and len(lines) == 1 and "Traceback" not in res.err
+    assert lines[0].startswith("buildplane: internal error: KeyError:") and "BUILDPLANE_DEBUG=1" in lines[0]
+    assert "abc123" not in res.err
 
 
 # ---- secrets never leave the process ---------------------------------------------------------------------
