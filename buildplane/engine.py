@@ -71,6 +71,7 @@ class Engine:
     def run(self) -> RunSummary:
         started = time.monotonic()
         run_mod.reset_cancel()
+        self.ctx.run_id = self.run_id
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,7 +155,8 @@ class Engine:
         reporter.step_finished(self.plan, self.run_id, step, result)
         if result.status == Status.FAILED:
             self._fail(step, result)
-        elif result.status != Status.NOT_RUN and step.target is not None:
+        elif step.target is not None and (result.status == Status.SUCCEEDED or
+                                          (result.status == Status.FRESH and step.reported)):
             self.ctx.log(f"{step.target}: {step.kind} {result.status.value} — {result.reason} ({result.duration_s:.2f}s)")
         return result
 

@@ -5,7 +5,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,8 @@ def kubeconfig_files(environ: dict[str, str]) -> list[Path]:
 
 def _read(path: Path) -> dict:
     try:
+        from ruamel.yaml import YAML  # here: a run that reads no kubeconfig never loads the YAML parser
+
         data = YAML(typ="safe").load(path.read_text())
     except Exception:  # noqa: BLE001 - an unreadable or malformed kubeconfig means "no context", not a crash
         return {}

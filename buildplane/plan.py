@@ -7,6 +7,7 @@ handback per app). Guards are checked here, before any tool runs (Refused, exit 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from .state import StateDir
 from .steps.base import Step
 from .steps.browser import BrowserStep, find_chromium, require_playwright
 from .steps.build import BuildStep
+from .steps.cache_export import CacheExportStep
 from .steps.handback import HandbackStep
 from .steps.release import ReleaseStep
 from .steps.smoke import SmokeStep
@@ -29,6 +31,7 @@ from .tools.run import Runner
 from .topology import Topology
 
 REMOTE_CACHE_ENV = "BUILDPLANE_REMOTE_CACHE"
+WAIT_CACHE_ENV = "BUILDPLANE_WAIT_CACHE"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -44,6 +47,7 @@ class Options:
     timeout_s: float | None = None  # deploy: overrides modes.deploy.argo.timeout_s
     remote_cache: bool = False  # --remote-cache: import and export the registry build cache this run
     pull: bool = False  # --pull: resolve base images now (not from the last 10 minutes' answer) and pull them
+    wait_cache: bool = False  # --wait-cache: export the registry cache inside the build, not in the background
 
 
 @dataclass
@@ -84,13 +88,37 @@ class CacheChoice:
     import_: bool
     export: bool
     source: str
+    export_when: str = "inline"  # inline (in the build) | background (after the release)
+    when_source: str = ""
 
     def sentence(self, mode: str) -> str:
         state = ("import + export" if self.import_ and self.export else "import only" if self.import_
                  else "export only" if self.export else "off")
         how = "" if self.import_ or self.export else (
             f"; turn it on with --remote-cache, {REMOTE_CACHE_ENV}=true or Tilt's --remote_cache")
-        return f"registry build cache for {mode}: {state} (from {self.source}){how}"
+        when = ""
+        if self.export:
+            when = (f"; export in the background after the release ({self.when_source}; --wait-cache waits)"
+                    if self.export_when == "background" else f"; export inside the build ({self.when_source})")
+        return f"registry build cache for {mode}: {state} (from {self.source}){how}{when}"
+
+
+def export_when(mode: str, opts: Options, environ) -> tuple[str, str]:
+    """Where the cache export runs, and why: in the background in the dev loop; inside the build where
+    the next machine needs the cache (CI, staging) or when asked (--wait-cache, $BUILDPLANE_WAIT_CACHE)."""
+    if opts.wait_cache:
+        return "inline", "--wait-cache"
+    raw = environ.get(WAIT_CACHE_ENV)
+    if raw is not None:
+        if raw.strip().lower() not in _TRUE + _FALSE:
+            raise BadInput(f"${WAIT_CACHE_ENV}={raw!r}: valid: true or false")
+        if raw.strip().lower() in _TRUE:
+            return "inline", f"${WAIT_CACHE_ENV}"
+    if environ.get("CI", "").strip().lower() in _TRUE:
+        return "inline", "CI: the next machine needs the cache"
+    if mode != "dev":
+        return "inline", f"{mode} mode: the next machine needs the cache"
+    return "background", "dev mode"
 
 
 def cache_choice(topo: Topology, mode: str, opts: Options, environ) -> CacheChoice:
@@ -111,13 +139,54 @@ def cache_choice(topo: Topology, mode: str, opts: Options, environ) -> CacheChoi
     return CacheChoice(on, on, source)
 
 
+def cache_plan(topo: Topology, mode: str, opts: Options, environ) -> CacheChoice:
+    """Whether the registry cache is used, and where its export runs."""
+    choice = cache_choice(topo, mode, opts, environ)
+    when, why = export_when(mode, opts, environ)
+    return CacheChoice(choice.import_, choice.export, choice.source, when, why)
+
+
 def git_sha(runner: Runner, cwd: Path) -> str:
-    """Short commit of the working tree, or 'nogit' outside a repository."""
+    """Short commit of the working tree, or 'nogit' outside a repository: read from `.git` where that is
+    plain (no git process on the no-op path), else asked of git."""
+    sha = git_head(cwd)
+    if sha is not None:
+        return sha[:12] or "nogit"
     try:
         res = runner.run(["git", "rev-parse", "--short=12", "HEAD"], timeout=10, cwd=str(cwd), check=False)
     except Missing:  # git missing is not an error for a build
         return "nogit"
     return res.stdout.strip() if res.exit_code == 0 and res.stdout.strip() else "nogit"
+
+
+def git_head(cwd: Path) -> str | None:
+    """HEAD's commit from the repository's files: `.git` a directory (not a worktree's file), HEAD a
+    branch whose ref is a loose file or in packed-refs, or detached; "" where no `.git` is above `cwd`.
+    None for anything else (git decides)."""
+    if any(k in os.environ for k in ("GIT_DIR", "GIT_WORK_TREE", "GIT_CEILING_DIRECTORIES")):
+        return None
+    for d in (cwd.resolve(), *cwd.resolve().parents):
+        git = d / ".git"
+        if git.is_dir():
+            break
+        if git.exists():
+            return None  # a worktree or submodule: `.git` is a file pointing elsewhere
+    else:
+        return ""
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head if re.fullmatch(r"[0-9a-f]{40}", head) else None
+        ref = head[5:]
+        loose = git / ref
+        if loose.is_file():
+            sha = loose.read_text().strip()
+        else:
+            packed = (git / "packed-refs").read_text() if (git / "packed-refs").is_file() else ""
+            sha = next((ln.split()[0] for ln in packed.splitlines() if ln.endswith(" " + ref)), "")
+    except OSError:
+        return None
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def releases(opts: Options, dev_release: bool) -> bool:
@@ -151,7 +220,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         guards.check_kube_context(topo, plan.kube_context)
     elif opts.mode == "staging" and not opts.build_only:
         plan.notes.append("staging builds only; name a target (or pass --apply) to release it into " + mode.namespace)
-    cache_on = cache_choice(topo, opts.mode, opts, environ)
+    cache_on = cache_plan(topo, opts.mode, opts, environ)
     plan.notes.append(cache_on.sentence(opts.mode))
     cache = StatCache.open(state.statcache)
     bases = base_digests(topo, state, runner, persist)
@@ -160,9 +229,15 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     for name in plan.targets:
         build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases)
         plan.steps.append(build)
+        last = build.id
         if releasing and topo.targets[name].chart:
             helm_major = helm_major or helm_tool.major_version(runner, state.helm_version if persist else None) or 4
             plan.steps += _release_steps(topo, opts, plan, build, base, helm_major, state)
+            last = f"release:{name}"
+        if build.cache_to and opts.mode == "dev":  # dev's export runs in the background after the release
+            # (or, inline, waits for one an earlier dev run left running); other modes export in the build
+            plan.steps.append(CacheExportStep(name, build, topo.telemetry.service_name, plan.revision or "",
+                                              after=(last,), lock=name))
     if persist:  # `plan` touches nothing: its hashing is not kept
         cache.save()
         bases.save()
@@ -196,7 +271,17 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         tag=tag, content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
         cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
         metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name, pull=opts.pull,
+        export=cache_on.export_when, provenance=mode_provenance(topo, opts.mode),
     )
+
+
+def mode_provenance(topo: Topology, mode: str) -> bool | None:
+    """`modes.<mode>.provenance`, else: none in dev (one manifest less to push per edit), buildx's default
+    (a provenance attestation) elsewhere. None: buildx decides."""
+    setting = topo.mode(mode).provenance
+    if setting is None:
+        return False if mode == "dev" else None
+    return None if setting else False
 
 
 def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, base: Path,

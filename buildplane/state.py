@@ -80,6 +80,11 @@ class StateDir:
         return self.root / "state" / "builder-caps.json"
 
     @property
+    def registry_challenges(self) -> Path:
+        """Each registry's auth challenge (scheme, realm, service: never a credential)."""
+        return self.root / "state" / "registry-challenges.json"
+
+    @property
     def helm_version(self) -> Path:
         return self.root / "state" / "helm-version.json"
 
@@ -89,6 +94,14 @@ class StateDir:
 
     def release_record(self, mode: str, target: str) -> Path:
         return self.root / "state" / f"release-{mode}-{target}.json"
+
+    def cache_export(self, mode: str, target: str) -> Path:
+        """The last registry cache export of a target in a mode: running, done or failed (and its pid)."""
+        return self.root / "state" / f"cache-export-{mode}-{target}.json"
+
+    def cache_export_log(self, mode: str, target: str) -> Path:
+        """What a background cache export printed (buildx's progress; masked)."""
+        return self.root / "logs" / f"cache-export-{mode}-{target}.log"
 
     def build_metadata(self, mode: str, target: str) -> Path:
         """buildx --metadata-file output (the pushed digest)."""

@@ -74,6 +74,7 @@ def up_view(s: RunSummary) -> dict:
     out = {**_head(s), "targets": {}}
     for name in s.plan.targets:
         b, rel, smoke = s.result(f"build:{name}"), s.result(f"release:{name}"), s.result(f"smoke:{name}")
+        export = s.result(f"cache-export:{name}")
         facts = b.facts_json() if b else {}
         out["targets"][name] = {
             "image": facts.get("image"), "digest": facts.get("digest"),
@@ -82,6 +83,8 @@ def up_view(s: RunSummary) -> dict:
             "revision": rel.facts.revision if rel is not None and rel.facts is not None else None,
             "smoke": ("passed" if smoke.ok else "failed") if smoke and smoke.status != Status.NOT_RUN else "skipped",
         }
+        if export is not None and export.status != Status.NOT_RUN:
+            out["targets"][name]["cache_export"] = {**export.facts_json(), "reason": export.reason}
     if s.error:
         out["error"] = s.error
     return out

@@ -56,6 +56,13 @@ def missing_component(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _cache_export_inline(monkeypatch):
+    """The dev loop's background cache export is a detached process: every test gets the export inside
+    the build (what CI gets), and the tests of the background export (test_cache_export.py) ask for it."""
+    monkeypatch.setenv("BUILDPLANE_WAIT_CACHE", "true")
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A directory with a valid topology and the files it names; the CWD for the test."""

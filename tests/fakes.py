@@ -91,8 +91,9 @@ import httpx  # noqa: E402
 from buildplane.engine import Engine  # noqa: E402
 from buildplane.freshness import StatCache  # noqa: E402
 from buildplane.plan import Options, make_plan  # noqa: E402
-from buildplane.state import StateDir  # noqa: E402
+from buildplane.state import StateDir, write_json_atomic  # noqa: E402
 from buildplane.steps.base import BuilderCaps, RunContext  # noqa: E402
+from buildplane.tools.buildx import BuilderInfo  # noqa: E402
 from buildplane.tools.registry import RegistryClient  # noqa: E402
 from buildplane.tools.run import Runner  # noqa: E402
 from buildplane.topology import load  # noqa: E402
@@ -131,13 +132,14 @@ _DEFAULT = object()
 
 
 def run_context(bin_dir: Path, client: httpx.Client, *, force: bool = False, logs: list | None = None,
-                http=_DEFAULT, registry_cache: bool = True, sleep=None) -> RunContext:
+                http=_DEFAULT, registry_cache: bool = True, sleep=None, builder: BuilderInfo | None = None) -> RunContext:
     """The seams of a run, all injected: fake tools first on PATH, the stub registry, a builder whose
     registry-cache capability is given, smoke routes that answer (or a real client with http=None)."""
     runner = Runner(extra_path=[str(bin_dir)])
     ctx = RunContext(state=STATE, log=logs.append if logs is not None else (lambda m: None), runner=runner,
                      registry=RegistryClient(client=client, runner=runner),
-                     builder=BuilderCaps(lambda: (registry_cache, "the test's builder")),
+                     builder=BuilderCaps(lambda: builder or BuilderInfo(registry_cache, "the test's builder",
+                                                                       "docker", (0, 29))),
                      release_cache=StatCache.open(STATE.release_statcache), force=force,
                      http=routes_answering() if http is _DEFAULT else http)
     if sleep is not None:
@@ -158,3 +160,12 @@ def run_up(bin_dir: Path, *, mode="dev", targets=("api",), apply=False, force=Fa
 
 def up(tools, **kw):
     return run_up(tools["bin"], **kw)
+
+
+def seed_builder(env: dict, state_root: Path = Path(".buildplane"), info: BuilderInfo | None = None) -> None:
+    """The builder's answer kept as if asked before: a fake docker that refuses the probe's calls
+    (`buildx inspect`, `info`, `buildx version`) then never sees them."""
+    from buildplane.tools.buildx import builder_key
+
+    info = info or BuilderInfo(False, "the test's builder", "docker", (0, 29))
+    write_json_atomic(StateDir(state_root).builder_caps, {builder_key(env): info.to_json()})

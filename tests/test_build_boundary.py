@@ -17,12 +17,13 @@ from buildplane.engine import Engine, target_lock
 from buildplane.errors import StepFailed
 from buildplane.plan import Options, make_plan
 from buildplane.state import StateDir
-from buildplane.tools.buildx import PushFailure, parse_progress, push_failure, supports_registry_cache
+from buildplane.tools.buildx import (BuilderInfo, PushFailure, builder_key, parse_progress, push_failure,
+                                     supports_registry_cache)
 from buildplane.tools.registry import RegistryClient
 from buildplane.tools.run import Runner
 from buildplane.topology import load
 from conftest import ROOT
-from fakes import DIGEST, FakeTool, registry_stub, run_context
+from fakes import DIGEST, FakeTool, registry_stub, run_context, seed_builder
 
 def engine_for(workspace: Path, docker: FakeTool, client: httpx.Client, *, targets=("api",), force=False, mode="dev"):
     topo = load("topology.yaml")
@@ -50,19 +51,32 @@ def test_registry_cache_capability_rules():
     assert supports_registry_cache("docker-container", [])
 
 
-def test_argv_matches_python_on_whales(workspace, tmp_path):
+def test_argv_matches_python_on_whales(workspace, tmp_path, monkeypatch):
     """The plan's buildx argv is what python-on-whales would run for the same build."""
     from python_on_whales import DockerClient
 
-    spec = build_step()
+    monkeypatch.delenv("BUILDPLANE_WAIT_CACHE")
+    monkeypatch.delenv("CI", raising=False)
+
     fake = FakeTool(tmp_path / "bin", "docker").expect("buildx", "build")
     client = DockerClient(client_call=[str(fake.path)])
-    client.buildx.build(
-        spec.context, build_args=spec.build_args, push=True, metadata_file=spec.metadata_file, file=spec.dockerfile,
-        target=spec.build_target, cache_from=spec.cache_from_arg(), cache_to=spec.cache_to_arg(), network=spec.network,
-        tags=[spec.content_ref], progress="plain",
-    )
-    assert fake.calls == [spec.argv()[1:]]
+    expected = []
+    for spec in (build_step(), build_step(wait_cache=True, pull=True)):  # export after the build / inside it
+        assert spec.provenance is False  # dev: no attestation manifest to push
+        inline = spec.export == "inline"
+        client.buildx.build(
+            spec.context, build_args=spec.build_args, push=True, metadata_file=spec.metadata_file, file=spec.dockerfile,
+            target=spec.build_target, cache_from=spec.cache_from_arg(), cache_to=spec.cache_to_arg() if inline else None,
+            network=spec.network, tags=[spec.content_ref], progress="plain", provenance=False, pull=spec.pull,
+        )
+        expected.append(spec.argv()[1:])
+        # the background export: the same build, the registry cache its only output
+        client.buildx.build(spec.context, build_args=spec.build_args, file=spec.dockerfile, target=spec.build_target,
+                            cache_to=spec.cache_to_arg(), output={"type": "cacheonly"}, network=spec.network,
+                            progress="plain", provenance=False)
+        expected.append(spec.export_argv()[1:])
+    assert fake.calls == expected
+    assert ["--cache-to" in argv for argv in expected] == [False, True, True, True]
     assert fake.unexpected() == []
 
 
@@ -114,8 +128,8 @@ def test_build_failure_cancels_the_other_target(workspace, tmp_path):
     (workspace / "topology.yaml").write_text(text)
     (workspace / "web.Dockerfile").write_text("FROM scratch\n")
     docker = FakeTool(tmp_path / "bin", "docker")
-    docker.expect("buildx", "build", "--progress", "plain", "--build-arg", "BASE_REGISTRY=mirror.example:8083", "--push",
-                  "--metadata-file", ".buildplane/builds/dev-web.json", sleep=30)
+    docker.expect("buildx", "build", "--progress", "plain", "--build-arg", "BASE_REGISTRY=mirror.example:8083",
+                  "--provenance=false", "--push", "--metadata-file", ".buildplane/builds/dev-web.json", sleep=30)
     docker.expect("buildx", "build", exit=1, stderr="ERROR: failed to solve: boom\n")
     client, _ = registry_stub(set())
     eng, _ = engine_for(workspace, docker, client, targets=("api", "web"))
@@ -163,6 +177,7 @@ def test_sigterm_stops_children_within_two_seconds_and_exits_130(workspace, tmp_
     docker.path.write_text(f'#!/bin/sh\n[ "$1 $2" = "buildx build" ] || {{ echo "unexpected: $*" >&2; exit 97; }}\n'
                            f"echo $$ > {pidfile}\nexec sleep 60\n")
     env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}"}
+    seed_builder(env)
     proc = subprocess.Popen([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "up", "--mode", "dev",
                              "api", "--build-only"], cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -252,11 +267,14 @@ def test_builder_capability_is_asked_once_per_builder(tmp_path):
 
     def probe():
         asked.append(1)
-        return True, "builder default (driver docker)"
+        return BuilderInfo(True, "builder default (driver docker)", "docker", (0, 13))
     cache = tmp_path / "caps.json"
     env_a = {"DOCKER_CONFIG": str(tmp_path / "none"), "BUILDX_BUILDER": "a"}
-    assert cached_capability(cache, probe, env_a) == (True, "builder default (driver docker)")
-    assert cached_capability(cache, probe, env_a) == (True, "builder default (driver docker)")
-    assert len(asked) == 1
+    first = cached_capability(cache, probe, env_a)
+    assert cached_capability(cache, probe, env_a) == first == probe()
+    assert first.push == "docker-push"  # buildx 0.13 on the docker driver pushes every tag twice
+    assert len(asked) == 2  # one probe above, one in the comparison
+    cache.write_text('{"' + builder_key(env_a) + '": [true, "an older record"]}')  # an older shape: asked again
+    assert cached_capability(cache, probe, env_a).version == (0, 13) and len(asked) == 3
     cached_capability(cache, probe, {**env_a, "BUILDX_BUILDER": "remote-pool"})
-    assert len(asked) == 2
+    assert len(asked) == 4

@@ -21,7 +21,7 @@ from buildplane.tools import children, run as run_mod
 from buildplane.tools.run import Runner
 from buildplane.tools.tilt import start_ticks
 from conftest import HELM_STATUS, RENDERED, missing_component, run_process
-from fakes import DIGEST, FakeTool, up
+from fakes import DIGEST, FakeTool, seed_builder, up
 
 TWO_RELEASES = """  web:
     context: ctx
@@ -177,6 +177,7 @@ def test_kill_9_of_buildplane_takes_its_build_child_with_it(workspace, tmp_path)
     env = {**os.environ, "PATH": f"{docker.path.parent}:{os.environ['PATH']}"}
     text = Path("topology.yaml").read_text().replace("cache: {import: true, export: true}", "cache: {import: false, export: false}")
     Path("topology.yaml").write_text(text.replace("registry.example/team", f"127.0.0.1:{empty_registry()}/team"))
+    seed_builder(env)
     proc = subprocess.Popen([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "up", "--mode", "dev",
                              "api", "--build-only"], cwd=workspace, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -69,7 +69,9 @@ def outcome_lines(doc: dict, namespace: str | None) -> list[str]:
         else:
             release = f"release {release}"
         image = f" — {t['image']}" if t.get("image") else ""  # a failed build pushed nothing to name
-        out.append(f"{name}: build {t['build']}, {release}, smoke {t['smoke']}{image}")
+        export = t.get("cache_export") or {}
+        exporting = ", cache exporting in the background" if export.get("pid") and export.get("when") == "background" else ""
+        out.append(f"{name}: build {t['build']}, {release}, smoke {t['smoke']}{exporting}{image}")
     return out
 
 

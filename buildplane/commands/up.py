@@ -9,7 +9,6 @@ from ..tools import buildx
 from ..tools.registry import RegistryClient
 from ..tools.run import Runner
 from ..freshness import StatCache
-from . import handback
 from ._output import outcome_lines, stderr
 from ._run import context, run_plan, say_failure, start_reporter
 
@@ -17,7 +16,7 @@ from ._run import context, run_plan, say_failure, start_reporter
 def options(args) -> Options:
     return Options(mode=args.mode, targets=tuple(args.targets), build_only=args.build_only, apply=args.apply,
                    force=args.force, kube_context=args.kube_context, namespace=args.namespace,
-                   remote_cache=args.remote_cache, pull=args.pull)
+                   remote_cache=args.remote_cache, pull=args.pull, wait_cache=args.wait_cache)
 
 
 def run(args, topology) -> int:
@@ -25,6 +24,8 @@ def run(args, topology) -> int:
         if args.targets or args.build_only or args.apply:
             make_plan(topology(args)[0], options(args))  # raises the one-line BadInput
         args.timeout = None
+        from . import handback  # deploy mode's own module: dev's no-op loop never loads it
+
         return handback.run(args, topology)
     topo, _ = topology(args)
     state = StateDir.from_env()
@@ -33,7 +34,8 @@ def run(args, topology) -> int:
     runner = Runner(ledger=state.children)
     plan = make_plan(topo, options(args), runner=runner, state=state)
     ctx = context(state, runner=runner, force=args.force,
-                  registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner),
+                  registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner,
+                                          challenges=state.registry_challenges),
                   builder=BuilderCaps(lambda: buildx.cached_capability(state.builder_caps)),
                   release_cache=StatCache.open(state.release_statcache),
                   progress=lambda target, line: stderr(f"[{target}] {line}"))  # a RUN may echo a secret

@@ -79,17 +79,21 @@ class StepFields:
 
 @dataclass
 class BuilderCaps:
-    """Whether the builder exports registry cache: asked once per run, through `probe`."""
+    """What the builder can do (`tools.buildx.BuilderInfo`): asked once per run, through `probe`."""
 
-    probe: Callable[[], tuple[bool, str]]
-    _answer: tuple[bool, str] | None = field(default=None, repr=False)
+    probe: Callable[[], Any]
+    _answer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def registry_cache(self) -> tuple[bool, str]:
+    def info(self):
         with self._lock:
             if self._answer is None:
                 self._answer = self.probe()
             return self._answer
+
+    def registry_cache(self) -> tuple[bool, str]:
+        info = self.info()
+        return info.registry_cache, info.who
 
 
 @dataclass
@@ -105,6 +109,7 @@ class RunContext:
     http: Any = None  # httpx.Client for route smoke (None: one per step)
     release_cache: Any = None  # freshness.StatCache for release inputs
     force: bool = False
+    run_id: str = ""  # set by the engine
     progress: Callable[[str, str], None] | None = None  # (target, line): live builder output
     sleep: Callable[[float], None] = _run.sleep  # ends at once on an interrupt
     now: Callable[[], float] = time.monotonic

@@ -1,13 +1,19 @@
 """Build + push one image with buildx through the registry cache — or nothing, when it is fresh.
 
-Fresh: the final registry already has the image's content tag (one HEAD); the mode tag is then added
-registry-side if missing. Otherwise one `docker buildx build --push` under the content tag alone
-(two tags of one manifest pushed at once race on a filesystem-backed registry), then the mode tag is
-added registry-side. A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
+Fresh: this machine's record says the image for these inputs went out under both tags (no registry
+call at all), or the final registry already has the image's content tag (one HEAD, with the push scope:
+wrong credentials fail there, before anything is built); the mode tag is then added registry-side if
+missing. Otherwise the image leaves the builder once, under the content tag alone: `docker buildx build
+--push` where buildx pushes once, or a build into the image store and one `docker push` where it does
+not (buildx < 0.21 on the docker driver pushes every tag a second time). The mode tag is then added
+registry-side. A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
+The registry cache export runs inside the build (`export="inline"`) or after it, in the background
+(`steps/cache_export.py`).
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,11 +25,20 @@ from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.run import CommandFailed
+from ..tools import cache_export
 from .base import RunContext, Status, StepFields, StepResult
 
 BUILD_TIMEOUT_S = 3600.0
 PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
 PUSH_BACKOFF_S = 1.0
+PUSH_TIMEOUT_S = 1800.0
+_PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
+
+
+def pushed_digest(output: str) -> str | None:
+    """The manifest digest `docker push` reports ("bp-…: digest: sha256:… size: 1234")."""
+    found = _PUSHED_DIGEST.findall(output)
+    return found[-1] if found else None
 
 
 @dataclass
@@ -34,6 +49,7 @@ class BuildFacts:
     cache: dict
     digest: str | None = None
     inline_cache: bool | None = None
+    push: str | None = None  # how the image left the builder: "buildx" (--push) or "docker-push"
 
     def to_json(self) -> dict:
         out = {"image": self.image, "content_ref": self.content_ref, "cache_scope": self.cache_scope,
@@ -42,6 +58,8 @@ class BuildFacts:
             out["digest"] = self.digest
         if self.inline_cache is not None:
             out["inline_cache"] = self.inline_cache
+        if self.push is not None:
+            out["push"] = self.push
         return out
 
 
@@ -65,6 +83,8 @@ class BuildStep(StepFields):
     metadata_file: Path
     inputs: ImageInputs
     pull: bool = False  # --pull: buildx pulls the bases (their digests were just asked too)
+    export: str = "inline"  # the registry cache export: "inline" (in the build) or "background" (after it)
+    provenance: bool | None = None  # False: no attestation manifest (dev: one manifest less to push)
 
     @property
     def ref(self) -> str:
@@ -86,32 +106,56 @@ class BuildStep(StepFields):
             return None
         return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max"
 
-    def argv(self, inline_cache: bool = False, inline_from: str | None = None) -> list[str]:
-        """`docker buildx build …` in the same order python-on-whales writes it (tested for parity)."""
+    @property
+    def exports_in_background(self) -> bool:
+        return bool(self.cache_to) and self.export == "background"
+
+    def _head(self, provenance: bool | None) -> list[str]:
         argv = ["docker", "buildx", "build", "--progress", "plain"]
         for k, v in self.build_args.items():
             # A value from ${VAR} goes through buildx's environment (`--build-arg NAME`): never in argv or `ps`.
             argv += ["--build-arg", k if has_env(v) else f"{k}={v}"]
-        argv += ["--push", "--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
+        if provenance is False:
+            argv.append("--provenance=false")
+        return argv
+
+    def _tail(self) -> list[str]:
+        argv = []
+        if self.platform:
+            argv += ["--platform", self.platform]
+        if self.network:
+            argv += ["--network", self.network]
+        return argv
+
+    def argv(self, inline_cache: bool = False, inline_from: str | None = None, push: str = "buildx") -> list[str]:
+        """`docker buildx build …` in the same order python-on-whales writes it (tested for parity)."""
+        argv = self._head(self.provenance)
         if self.pull:
             argv.append("--pull")
+        argv.append("--push" if push == "buildx" else "--load")  # docker-push: into the image store first
+        argv += ["--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
         if self.build_target:
             argv += ["--target", self.build_target]
         cf = self.cache_from_arg(inline_from if inline_cache else None)
         if inline_cache and not inline_from:
             cf = None  # inline cache with no earlier image: nothing to import
-        ct = self.cache_to_arg(inline_cache)
+        ct = self.cache_to_arg(inline_cache) if inline_cache or not self.exports_in_background else None
         if cf:
             argv += ["--cache-from", cf]
         if ct:
             argv += ["--cache-to", ct]
-        if self.platform:
-            argv += ["--platform", self.platform]
-        if self.network:
-            argv += ["--network", self.network]
         # One tag leaves the builder; the content tag goes, so a run cut short after the push is still fresh.
-        argv += ["--tag", self.content_ref, str(self.context)]
+        argv += [*self._tail(), "--tag", self.content_ref, str(self.context)]
         return argv
+
+    def export_argv(self) -> list[str]:
+        """The background cache export: the same build (all of it in the builder's cache by now), with
+        only the registry cache as output — no image, no import, no attestation."""
+        argv = self._head(False) + ["--file", str(self.dockerfile)]
+        if self.build_target:
+            argv += ["--target", self.build_target]
+        argv += ["--cache-to", self.cache_to_arg(), "--output", "type=cacheonly"]
+        return argv + self._tail() + [str(self.context)]
 
     def build_env(self) -> dict[str, str] | None:
         """The environment buildx gets: ours, plus each ${VAR} build arg under its own name."""
@@ -119,10 +163,16 @@ class BuildStep(StepFields):
         return {**os.environ, **secret} if secret else None
 
     def describe(self) -> dict:
-        return {"argv": self.argv(), "cache_scope": self.cache_scope, "inputs_digest": self.inputs.digest,
-                "fresh_check": f"HEAD {self.content_ref} in the final registry; build and push only if missing",
-                "image": self.ref,
-                "tag": f"{self.ref}: added registry-side, a manifest copy of {self.content_ref} (no second push)"}
+        out = {"argv": self.argv(), "cache_scope": self.cache_scope, "inputs_digest": self.inputs.digest,
+               "fresh_check": f"this machine's record of {self.content_ref}, else HEAD it in the final registry; "
+                              "build and push only if missing",
+               "image": self.ref,
+               "tag": f"{self.ref}: added registry-side, a manifest copy of {self.content_ref} (no second push)",
+               "push": "once, under the content tag: buildx --push, or --load + docker push where buildx "
+                       "pushes every tag twice (< 0.21, docker driver)"}
+        if self.exports_in_background:
+            out["cache_export"] = {"when": "background, after the release", "argv": self.export_argv()}
+        return out
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> StepResult:
@@ -136,31 +186,52 @@ class BuildStep(StepFields):
             if fresh:
                 return StepResult("build", self.target, Status.FRESH, fresh, time.monotonic() - started, facts)
         reason = self.why(record, ctx.force)
-        ctx.registry.check_push_access(self.ref)  # wrong credentials: fail before anything is built or pushed
+        if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
+            cache_export.supersede(ctx.state, self.mode, self.target, ctx.log)
         inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
+        facts.push = ctx.builder.info().push
         # Inline cache travels in the image: import it from the last image this mode pushed.
-        argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"))
+        argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
         lines = self._build_and_push(ctx, argv, reason)
         progress = buildx.parse_progress(lines)
-        facts.digest = buildx.read_metadata_digest(self.metadata_file)
+        if facts.push == "docker-push":
+            facts.digest = self._docker_push(ctx)
+        else:
+            facts.digest = buildx.read_metadata_digest(self.metadata_file)
         if facts.digest:  # the mode tag, added registry-side: the image left the builder once
             ctx.registry.copy_tag(self.content_ref, self.tag)
         facts.cache.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
         facts.inline_cache = inline
-        self._save(ctx, facts.digest, facts.cache)
+        self._save(ctx, facts.digest, facts.cache, tagged=bool(facts.digest))
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
+    def _docker_push(self, ctx: RunContext) -> str | None:
+        """One `docker push` of the content tag from the image store; the digest it reports."""
+        res = ctx.runner.run(["docker", "push", self.content_ref], timeout=PUSH_TIMEOUT_S)
+        return pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
+
     def _fresh(self, ctx: RunContext, record: dict | None, facts: BuildFacts) -> str | None:
-        digest = ctx.registry.manifest_digest(self.content_ref)
+        if self._recorded(record):  # the no-op path: what this machine pushed, no registry round trip
+            facts.digest = record["digest"]
+            return f"fresh: image for inputs digest {self.content_tag} pushed as {self.tag} by an earlier run"
+        digest = ctx.registry.manifest_digest(self.content_ref, push=True)
         if not digest:
             return None
         # The mode tag may carry the commit: add it registry-side if missing (no build, no upload).
         if ctx.registry.manifest_digest(self.ref) != digest:
             ctx.registry.copy_tag(self.content_ref, self.tag)
-        if record is None or record.get("inputs_digest") != self.inputs.digest:
-            self._save(ctx, digest)
+        self._save(ctx, digest, (record or {}).get("cache") if self._same_inputs(record) else None, tagged=True)
         facts.digest = digest
         return f"fresh: image for inputs digest {self.content_tag} already in the final registry"
+
+    def _same_inputs(self, record: dict | None) -> bool:
+        return bool(record) and record.get("inputs_digest") == self.inputs.digest
+
+    def _recorded(self, record: dict | None) -> bool:
+        """This machine pushed these inputs' image and tagged it with this very mode tag."""
+        return (self._same_inputs(record) and bool(record.get("tagged")) and record.get("ref") == self.ref
+                and record.get("content_ref") == self.content_ref
+                and bool(re.fullmatch(r"sha256:[0-9a-f]{64}", str(record.get("digest")))))
 
     def _registry_cache_ok(self, ctx: RunContext) -> bool:
         ok, who = ctx.builder.registry_cache()
@@ -214,8 +285,8 @@ class BuildStep(StepFields):
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _save(self, ctx: RunContext, digest: str | None, cache: dict | None = None) -> None:
+    def _save(self, ctx: RunContext, digest: str | None, cache: dict | None = None, tagged: bool = False) -> None:
         write_json_atomic(ctx.state.build_record(self.mode, self.target), {
             "inputs_digest": self.inputs.digest, "files": self.inputs.files, "digest": digest, "ref": self.ref,
-            "content_ref": self.content_ref, "cache": cache, "at": time.time(),
+            "content_ref": self.content_ref, "cache": cache, "tagged": tagged, "at": time.time(),
         })

@@ -6,13 +6,17 @@ status, latency and attempts. TLS is verified; redirects are followed only when 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
-import httpx
 
 from .base import RunContext, Status, StepFields, StepResult
+
+if TYPE_CHECKING:  # httpx is imported where a request is made: a run that makes none never loads it
+    import httpx
 
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 2.0
@@ -37,6 +41,8 @@ class RouteResult:
 def check_route(client: httpx.Client, route, deadline: float, *, now: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> RouteResult:
     """GET the route until it answers as expected or the deadline passes; the last answer is kept."""
+    import httpx
+
     attempts, backoff = 0, FIRST_BACKOFF_S
     last_status, last_latency, last = None, None, "no answer"
     while True:
@@ -91,6 +97,8 @@ class SmokeStep(StepFields):
         now = ctx.now
         started = now()
         deadline = started + self.deadline_s
+        if ctx.http is None:
+            import httpx
         client = ctx.http or httpx.Client(verify=True)
         try:
             results = [check_route(client, r, deadline, now=now, sleep=ctx.sleep) for r in self.routes]

@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 
-TASK_TYPE = {"build": "build", "push": "build", "release": "deploy", "handback": "deploy", "stop-tilt": "deploy",
+TASK_TYPE = {"build": "build", "push": "build", "cache-export": "build", "release": "deploy", "handback": "deploy", "stop-tilt": "deploy",
              "wait": "deploy", "smoke": "test"}
 STEP_RESULT = {"succeeded": "success", "fresh": "skip", "failed": "failure", "not-run": "cancellation"}
 _SECRET_ENV = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|_KEY|AUTH|CREDENTIAL)", re.I)
@@ -47,7 +47,7 @@ def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    name: str  # run.started | run.finished | step.started | step.finished
+    name: str  # run.started | run.finished | step.started | step.finished | cache.export
     time_unix_nano: int
     attributes: dict
     severity: str = "INFO"
@@ -123,6 +123,24 @@ def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
         attrs["buildplane.smoke.routes"] = facts.get("routes_passed")
     severity = "ERROR" if outcome in ("failure", "timeout") else "INFO"
     return Event("step.finished", time.time_ns(), _clean(attrs, secrets), severity)
+
+
+EXPORT_RESULT = {"succeeded": "success", "failed": "failure", "superseded": "cancellation"}
+
+
+def cache_export(record: dict, secrets=None) -> Event:
+    """`cache.export`: the end of a background registry cache export, sent by the export's own process
+    (with the run id of the run that started it, and the step attributes of a `cache-export` step)."""
+    outcome = EXPORT_RESULT.get(str(record.get("status")), "failure")
+    target = record.get("target")
+    attrs = {"cicd.pipeline.name": record.get("mode"), "cicd.pipeline.run.id": record.get("run_id"),
+             "vcs.ref.head.revision": record.get("revision"), "cicd.pipeline.task.name": f"cache-export {target}",
+             "cicd.pipeline.task.type": "build", "buildplane.step": "cache-export", "buildplane.target": target,
+             "buildplane.cache.scope": record.get("scope"), "buildplane.cache.ref": record.get("ref"),
+             "cicd.pipeline.task.run.result": outcome,
+             "buildplane.duration_ms": int(round(float(record.get("duration_s") or 0) * 1000)),
+             "buildplane.reason": record.get("error") or f"registry cache exported to {record.get('ref')}"}
+    return Event("cache.export", time.time_ns(), _clean(attrs, secrets), "ERROR" if outcome == "failure" else "INFO")
 
 
 def run_finished(summary, run_revision: str | None, secrets=None) -> Event:

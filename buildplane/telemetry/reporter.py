@@ -179,6 +179,10 @@ class EventReporter(Reporter):
         self.count = 0
         self.revision: str | None = None
 
+    def emit(self, event: events.Event) -> None:
+        """An event from outside the engine's lifecycle (a background cache export's end)."""
+        self._emit(event)
+
     def _emit(self, event: events.Event) -> None:
         self.count += 1
         for w in self.workers:

@@ -6,14 +6,18 @@ connection errors are retried with backoff, nothing else is. The token is never 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import ssl
 from typing import Callable
 
-import httpx
 
 from ..errors import Missing, StepFailed
 from . import run
+
+if TYPE_CHECKING:  # httpx is imported where a request is made: a run that makes none never loads it
+    import httpx
 
 RETRY_STATUS = (502, 503, 504)
 IN_PROGRESS = "another operation is already in progress"
@@ -51,6 +55,8 @@ class ArgoClient:
         self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep
         self._environ = os.environ if environ is None else environ
         verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        import httpx
+
         self._http = client or httpx.Client(verify=verify, timeout=httpx.Timeout(timeout_s))
         self._token: str | None = None
 
@@ -123,6 +129,8 @@ class ArgoClient:
         raise ArgoError(f"Argo CD {what}: {resp.status_code}: {msg}", resp.status_code, msg)
 
     def _send(self, method: str, path: str, *, auth: bool = True, **kw) -> httpx.Response:
+        import httpx
+
         headers = {"Authorization": f"Bearer {self._bearer()}"} if auth else {}
         delay = self.backoff_s
         for attempt in range(self.retries + 1):

@@ -93,15 +93,59 @@ def supports_registry_cache(driver: str, driver_status: list) -> bool:
     return any(str(k).lower() == "driver-type" and "containerd.snapshotter" in str(v) for k, v in driver_status)
 
 
-def registry_cache_capability() -> tuple[bool, str]:
-    """Ask the active builder, through python-on-whales, whether it can export registry cache."""
+# buildx before 0.21 pushes every tag a second time after BuildKit's own push (docker driver): there the
+# image goes to the image store and leaves with one `docker push` instead.
+PUSHES_ONCE_FROM = (0, 21)
+
+
+@dataclass(frozen=True)
+class BuilderInfo:
+    """What a run needs to know of its builder; asked once per builder and kept (`cached_capability`)."""
+
+    registry_cache: bool  # can export a registry build cache
+    who: str  # "builder default (driver docker)"
+    driver: str = "docker"
+    version: tuple[int, int] | None = None  # buildx's own (major, minor)
+
+    @property
+    def push(self) -> str:
+        """How the image leaves the builder: "buildx" (`--push`, once) or "docker-push" (image store, one push)."""
+        if self.driver == "docker" and self.version is not None and self.version < PUSHES_ONCE_FROM:
+            return "docker-push"
+        return "buildx"
+
+    def to_json(self) -> dict:
+        return {"registry_cache": self.registry_cache, "who": self.who, "driver": self.driver,
+                "version": list(self.version) if self.version else None}
+
+    @classmethod
+    def from_json(cls, data) -> "BuilderInfo | None":
+        if not isinstance(data, dict) or not isinstance(data.get("who"), str):
+            return None  # an older record's shape: ask again
+        v = data.get("version")
+        version = (int(v[0]), int(v[1])) if isinstance(v, list) and len(v) == 2 else None
+        return cls(bool(data.get("registry_cache")), data["who"], str(data.get("driver") or "docker"), version)
+
+
+_VERSION = re.compile(r"^github\.com/docker/buildx\s+v?(\d+)\.(\d+)")
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """`docker buildx version` → (major, minor): "github.com/docker/buildx v0.13.1 …" or "… 0.29.1+ds1 …"."""
+    m = _VERSION.match(text.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def probe_builder() -> BuilderInfo:
+    """Ask the active builder, through python-on-whales: its driver, whether it exports registry cache,
+    and buildx's version."""
     from python_on_whales import docker  # imported here: only a real build needs it
 
     builder = docker.buildx.inspect()
     driver = builder.driver
     status = docker.info().driver_status or [] if driver == "docker" else []
-    ok = supports_registry_cache(driver, status)
-    return ok, f"builder {builder.name} (driver {driver})"
+    return BuilderInfo(supports_registry_cache(driver, status), f"builder {builder.name} (driver {driver})",
+                       driver, parse_version(docker.buildx.version()))
 
 
 def builder_key(environ=None) -> str:
@@ -117,19 +161,20 @@ def builder_key(environ=None) -> str:
             plugin = f"{os.path.realpath(candidate)}:{st.st_size}:{st.st_mtime_ns}"
             break
     return "|".join([environ.get("DOCKER_HOST", ""), environ.get("DOCKER_CONTEXT", ""),
-                     environ.get("BUILDX_BUILDER", ""), plugin or str(shutil.which("docker"))])
+                     environ.get("BUILDX_BUILDER", ""), plugin or str(shutil.which("docker", path=environ.get("PATH")))])
 
 
-def cached_capability(cache_file, probe=registry_cache_capability, environ=None) -> tuple[bool, str]:
+def cached_capability(cache_file, probe=probe_builder, environ=None) -> BuilderInfo:
     """The probe's answer, kept per builder (three docker CLI calls cost ~0.4 s; the answer rarely changes)."""
     key = builder_key(environ)
     stored = read_json(cache_file) or {}
-    if key in stored and isinstance(stored[key], list) and len(stored[key]) == 2:
-        return bool(stored[key][0]), str(stored[key][1])
-    ok, who = probe()
-    stored[key] = [ok, who]
+    known = BuilderInfo.from_json(stored.get(key))
+    if known is not None:
+        return known
+    info = probe()
+    stored[key] = info.to_json()
     try:
         write_json_atomic(cache_file, stored)
     except OSError:
         pass
-    return ok, who
+    return info

@@ -1,8 +1,12 @@
-"""A small OCI distribution client (httpx): manifest HEAD for freshness, credential preflight,
-and registry-side tagging (copy a manifest under a new tag: no build, no layer upload).
+"""A small OCI distribution client (httpx): manifest HEAD for freshness (with the push scope, so wrong
+credentials fail there, before anything is built), and registry-side tagging (copy a manifest under
+a new tag: no build, no layer upload).
 
 Credentials come from the Docker config the builder uses (`$DOCKER_CONFIG/config.json`:
-`auths`, `credHelpers`, `credsStore`). They are sent to the registry and never printed.
+`auths`, `credHelpers`, `credsStore`). They are sent to the registry and never printed. Once a
+registry's challenge is known (kept in `challenges`, a file of scheme/realm/service, never a secret),
+the next run sends its credentials with the first request instead of waiting for a 401: on a
+registry 40 ms away that is one round trip less per repository.
 """
 from __future__ import annotations
 
@@ -14,11 +18,10 @@ from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
 
-import httpx
-
 from ..errors import BadInput, BuildplaneError, Missing, StepFailed
 from . import run
 from .run import Runner
+from ..state import read_json, write_json_atomic
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -92,22 +95,51 @@ def credentials_for(host: str, environ=None, runner: Runner | None = None) -> tu
 
 
 class RegistryClient:
-    """Talks to registries with one httpx.Client (injected in tests)."""
+    """Talks to registries with one httpx.Client (injected in tests; made on first use otherwise, so a
+    run that needs no registry never imports httpx)."""
 
-    def __init__(self, client: httpx.Client | None = None, plain_http: frozenset[str] = frozenset(),
+    def __init__(self, client=None, plain_http: frozenset[str] = frozenset(),
                  environ=None, timeout: float = 5.0, attempts: int = 3, backoff_s: float = 0.25,
-                 sleep: Callable[[float], None] = run.sleep, runner: Runner | None = None) -> None:
-        self.client = client or httpx.Client(timeout=timeout)
+                 sleep: Callable[[float], None] = run.sleep, runner: Runner | None = None,
+                 challenges: Path | None = None) -> None:
+        self._client = client
+        self._timeout = timeout
         self.runner = runner
         self.plain_http = plain_http
         self.environ = environ
         self.attempts, self.backoff_s, self.sleep = attempts, backoff_s, sleep
         self._tokens: dict[tuple[str, str], str] = {}
+        self._challenges_file = challenges
+        self._challenges: dict | None = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self._timeout)
+        return self._client
+
+    def _known_challenge(self, host: str) -> str | None:
+        if self._challenges is None:
+            self._challenges = (read_json(self._challenges_file) if self._challenges_file else None) or {}
+        value = self._challenges.get(host)
+        return value if isinstance(value, str) else None
+
+    def _remember_challenge(self, host: str, challenge: str) -> None:
+        """Keep the challenge (no credential in it) for the next run's first request."""
+        if self._known_challenge(host) == challenge or not self._challenges_file:
+            return
+        self._challenges[host] = challenge
+        try:
+            write_json_atomic(self._challenges_file, self._challenges)
+        except OSError:
+            pass  # only a round trip is lost
 
     def _base(self, host: str) -> str:
         return f"{'http' if plain_http_host(host, self.plain_http) else 'https'}://{host}"
 
-    def _request(self, method: str, host: str, path: str, scope: str, **kw) -> httpx.Response:
+    def _request(self, method: str, host: str, path: str, scope: str, **kw):
         """One call, with a bounded retry of what a registry does under load: a 5xx, a connection reset."""
         delay = self.backoff_s
         for attempt in range(1, self.attempts + 1):
@@ -127,17 +159,24 @@ class RegistryClient:
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _request_once(self, method: str, host: str, path: str, scope: str, **kw) -> httpx.Response:
+    def _request_once(self, method: str, host: str, path: str, scope: str, **kw):
+        import httpx
+
         url = self._base(host) + path
         headers = dict(kw.pop("headers", {}))
-        token = self._tokens.get((host, scope))
-        if token:
-            headers["Authorization"] = token
         try:
+            token = self._tokens.get((host, scope))
+            known = None if token else self._known_challenge(host)
+            if known:  # auth up front: the challenge is known from an earlier run
+                token = self._authorize(host, scope, known)
+            if token:
+                headers["Authorization"] = token
             resp = self.client.request(method, url, headers=headers, **kw)
             if resp.status_code == 401:
-                auth = self._authorize(host, scope, resp.headers.get("www-authenticate", ""))
+                challenge = resp.headers.get("www-authenticate", "")
+                auth = self._authorize(host, scope, challenge)
                 if auth:
+                    self._remember_challenge(host, challenge)
                     headers["Authorization"] = auth
                     resp = self.client.request(method, url, headers=headers, **kw)
         except httpx.TimeoutException:
@@ -182,23 +221,18 @@ class RegistryClient:
         self._tokens[(host, scope)] = value
         return value
 
-    def manifest_digest(self, ref: str) -> str | None:
-        """The digest of `ref`'s manifest, or None when the tag does not exist (one HEAD)."""
+    def manifest_digest(self, ref: str, push: bool = False) -> str | None:
+        """The digest of `ref`'s manifest, or None when the tag does not exist (one HEAD). With `push`, the
+        HEAD is made with the push scope: wrong credentials fail here (exit 4), before anything is built."""
         r = Ref.parse(ref)
-        resp = self._request("HEAD", r.host, f"/v2/{r.repo}/manifests/{r.tag}", f"repository:{r.repo}:pull",
+        scope = f"repository:{r.repo}:{'push,pull' if push else 'pull'}"
+        resp = self._request("HEAD", r.host, f"/v2/{r.repo}/manifests/{r.tag}", scope,
                              headers={"Accept": MANIFEST_TYPES})
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
             raise Missing(f"registry {r.host} answered HTTP {resp.status_code} for {r.repo}:{r.tag}")
         return resp.headers.get("docker-content-digest")
-
-    def check_push_access(self, ref: str) -> None:
-        """Fail fast (Missing, exit 4) when the credentials cannot push to `ref`'s repository."""
-        r = Ref.parse(ref)
-        resp = self._request("GET", r.host, "/v2/", f"repository:{r.repo}:push,pull")
-        if resp.status_code >= 400:
-            raise Missing(f"registry {r.host} answered HTTP {resp.status_code} to the credential check")
 
     def copy_tag(self, src: str, dst_tag: str) -> str:
         """Tag `src`'s manifest as `dst_tag` in the same repository; returns the digest."""

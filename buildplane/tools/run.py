@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import sh
 
 from ..errors import Interrupted, Missing, StepFailed
 from . import children
@@ -114,6 +113,8 @@ class Runner:
         if name == "helm":
             environ = {k: v for k, v in environ.items() if not HELM_KUBE_ENV.match(k)}
         started = time.monotonic()
+        import sh  # here: ~20 ms of import (asyncio with it) a run that starts no command never pays
+
         proc = sh.Command(binary)(
             *argv[1:], _bg=True, _bg_exc=False, _env=environ, _cwd=cwd, _decode_errors="replace",
             _out=on_out, _err=on_err, _in=stdin, _ok_code=list(range(256)), _new_session=True,
@@ -133,6 +134,12 @@ class Runner:
         if check and (timed_out or code != 0):
             raise CommandFailed(argv, code, tail(result.stderr or result.stdout), timed_out)
         return result
+
+
+def _sh_error():
+    import sh
+
+    return sh.ErrorReturnCode
 
 
 def _sinks(on_line: Callable[[str], None] | None):
@@ -183,7 +190,7 @@ def _wait(proc, timeout: float, protected: bool = False) -> tuple[int | None, bo
     try:
         try:
             proc.wait()
-        except sh.ErrorReturnCode as exc:  # killed by a signal: sh reports it as an error
+        except _sh_error() as exc:  # killed by a signal: sh reports it as an error
             signalled = exc.exit_code
     except BaseException:
         _stop(proc)

@@ -46,6 +46,7 @@ def load(path: Path | str, environ: dict[str, str] | None = None, base: Path | N
     except ValidationError as exc:
         raise BadInput(_first_error(doc, exc)) from None
     _check_semantics(doc, topo, base or Path.cwd())
+    doc.kept()
     return topo
 
 

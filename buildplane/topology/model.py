@@ -88,6 +88,7 @@ class BuildMode(_Model):
     helm_timeout: str = "5m"
     history_max: int = Field(default=10, ge=1)
     smoke_deadline_s: float = Field(default=120.0, gt=0, le=86400, allow_inf_nan=False)
+    provenance: bool | None = None  # a provenance attestation in the image; unset: none in dev, buildx's default elsewhere
 
 
 class Argo(_Model):

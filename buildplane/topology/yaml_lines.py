@@ -9,15 +9,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
+from . import parse_cache
+
+if TYPE_CHECKING:  # ruamel is imported only when a file is really parsed (not on a parse-cache hit)
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Limits far above any real topology and far below what hurts: an alias bomb of 200 bytes expands to
@@ -38,6 +37,12 @@ class Document:
     path: Path
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
+    keep: Any = None  # after a real parse: what the parse cache keeps once the whole load has succeeded
+
+    def kept(self) -> None:
+        """The load succeeded: keep this parse for the next run (never a file for a bad input)."""
+        if self.keep is not None:
+            parse_cache.put(*self.keep)
 
     def line_of(self, loc: Loc) -> int:
         """The line of the longest prefix of `loc` that was written in the file."""
@@ -77,6 +82,24 @@ def load_document(path: Path, environ: dict[str, str] | None = None) -> Document
         raise BadInput(f"{path}:1: the file is empty; expected a mapping starting with 'version: 1'")
     if len(text) > MAX_BYTES:
         raise BadInput(f"{path}:1: the file is {len(text)} bytes; a topology is at most {MAX_BYTES} bytes")
+    doc = Document(path=path, data=None)
+    cached = parse_cache.get(text)
+    if cached is not None:  # these very bytes parsed (and passed the prescan) before: no YAML parser
+        doc.data, doc.lines = cached
+    else:
+        doc.data = _structure(_parse(path, text), (), doc)
+        doc.keep = (text, doc.data, doc.lines)
+    doc.data = _expand_all(doc.data, (), doc, environ)
+    return doc
+
+
+def _parse(path: Path, text: str):
+    """ruamel's round-trip tree of `text` (it keeps lines), after the prescan; BadInput with file:line."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -99,9 +122,7 @@ def load_document(path: Path, environ: dict[str, str] | None = None) -> Document
         raise BadInput(f"{path}:1: the file is empty; expected a mapping starting with 'version: 1'")
     if not isinstance(raw, CommentedMap):
         raise BadInput(f"{path}:1: the top level is a {_kind(raw)}; expected a mapping with keys version, name, registries, kube, targets, modes")
-    doc = Document(path=path, data=None)
-    doc.data = _plain(raw, (), doc, environ)
-    return doc
+    return raw
 
 
 def _prescan(path: Path, yaml: YAML, text: str) -> None:
@@ -109,6 +130,8 @@ def _prescan(path: Path, yaml: YAML, text: str) -> None:
     more than MAX_NODES values once aliases are expanded (an alias bomb), nesting past MAX_DEPTH,
     explicit tags (`!!int abc`, `!!set`, `!!python/…`), and unquoted dates (`name: 2024-02-30` would
     be a date, or a crash, not a string)."""
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
+
     sizes: dict[str, int] = {}  # anchor -> values it expands to
     open_: list[list] = [[0, None]]  # per open collection: [values so far, its anchor]
     for event in yaml.parse(text):
@@ -136,6 +159,8 @@ def _prescan(path: Path, yaml: YAML, text: str) -> None:
 
 
 def _check_scalar(path: Path, line: int, event) -> None:
+    from ruamel.yaml.events import ScalarEvent
+
     tag = getattr(event, "tag", None)
     if tag and not (isinstance(event, ScalarEvent) and tag == "!"):
         shown = tag.replace("tag:yaml.org,2002:", "!!")
@@ -152,15 +177,18 @@ def _dup_key(exc: DuplicateKeyError) -> str:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, (list, CommentedSeq)):
+    if isinstance(value, list):  # ruamel's CommentedSeq is a list
         return "list"
     if isinstance(value, str):
         return "string"
     return type(value).__name__
 
 
-def _plain(node: Any, loc: Loc, doc: Document, environ) -> Any:
-    """Convert ruamel's round-trip nodes to plain dict/list, recording lines and expanding ${ENV}."""
+def _structure(node: Any, loc: Loc, doc: Document) -> Any:
+    """Convert ruamel's round-trip nodes to plain dict/list, recording lines (${ENV} is expanded later:
+    this much is kept in the parse cache, which must not hold the environment's values)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     if isinstance(node, CommentedMap):
         out = {}
         for key in node:
@@ -169,7 +197,7 @@ def _plain(node: Any, loc: Loc, doc: Document, environ) -> Any:
                 doc.lines[kloc] = node.lc.key(key)[0] + 1
             except (KeyError, TypeError, AttributeError):
                 doc.lines[kloc] = doc.line_of(loc)
-            out[str(key)] = _plain(node[key], kloc, doc, environ)
+            out[str(key)] = _structure(node[key], kloc, doc)
         return out
     if isinstance(node, CommentedSeq):
         out_list = []
@@ -179,13 +207,10 @@ def _plain(node: Any, loc: Loc, doc: Document, environ) -> Any:
                 doc.lines[iloc] = node.lc.item(i)[0] + 1
             except (KeyError, TypeError, AttributeError):
                 doc.lines[iloc] = doc.line_of(loc)
-            out_list.append(_plain(item, iloc, doc, environ))
+            out_list.append(_structure(item, iloc, doc))
         return out_list
     if isinstance(node, str):
-        expanded = _expand(str(node), loc, doc, environ)  # an unset ${VAR} is an error here, with its line
-        # A build arg keeps its ${VAR}: the value reaches buildx through its environment (`--build-arg NAME`),
-        # so a token is never printed by `plan` nor visible in the docker argv.
-        return str(node) if len(loc) == 4 and loc[0] == "targets" and loc[2] == "build_args" else expanded
+        return str(node)
     if hasattr(node, "__float__") and not isinstance(node, (bool, int)):
         return float(node)
     if isinstance(node, bool):
@@ -193,6 +218,20 @@ def _plain(node: Any, loc: Loc, doc: Document, environ) -> Any:
     if isinstance(node, int):
         return int(node)
     return node
+
+
+def _expand_all(data: Any, loc: Loc, doc: Document, environ) -> Any:
+    """Every string with its ${ENV} expanded; an unset VAR is an error naming its line."""
+    if isinstance(data, dict):
+        return {k: _expand_all(v, loc + (k,), doc, environ) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_all(v, loc + (i,), doc, environ) for i, v in enumerate(data)]
+    if isinstance(data, str):
+        expanded = _expand(data, loc, doc, environ)
+        # A build arg keeps its ${VAR}: the value reaches buildx through its environment (`--build-arg NAME`),
+        # so a token is never printed by `plan` nor visible in the docker argv.
+        return data if len(loc) == 4 and loc[0] == "targets" and loc[2] == "build_args" else expanded
+    return data
 
 
 def expand_env(value: str, environ=None) -> str:
