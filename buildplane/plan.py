@@ -22,6 +22,7 @@ from .steps.base import Step
 from .steps.browser import BrowserStep, find_chromium, require_playwright
 from .steps.build import BuildStep
 from .steps.cache_export import CacheExportStep
+from .steps.tag import TagStep
 from .steps.handback import HandbackStep
 from .steps.release import ReleaseStep
 from .steps.smoke import SmokeStep
@@ -228,7 +229,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     helm_major = None  # asked once per plan, and only when something is released
     for name in plan.targets:
         build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases)
-        plan.steps.append(build)
+        plan.steps += [build, TagStep(name, build, after=(build.id,), lock=name)]
         last = build.id
         if releasing and topo.targets[name].chart:
             helm_major = helm_major or helm_tool.major_version(runner, state.helm_version if persist else None) or 4

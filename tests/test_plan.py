@@ -74,11 +74,11 @@ def test_dev_plan_helm_targets_dev_namespace_with_allowed_context(at_root, run_c
 
 def test_staging_plan_uses_staging_cache_scope_and_no_release(at_root, run_cli):
     plan = plan_json(run_cli, "--mode", "staging")
-    assert [s["kind"] for s in plan["steps"]] == ["build", "build"] and plan["targets"] == ["runtime", "portal"]
-    argv = plan["steps"][1]["argv"]
+    assert [s["kind"] for s in plan["steps"]] == ["build", "tag", "build", "tag"] and plan["targets"] == ["runtime", "portal"]
+    argv = plan["steps"][2]["argv"]
     assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/staging/portal" in argv
     assert any("name a target (or pass --apply)" in n for n in plan["notes"])
-    assert plan["steps"][1]["image"].split(":")[-1].startswith("staging-")
+    assert plan["steps"][2]["image"].split(":")[-1].startswith("staging-")
 
 
 def test_dev_without_cache_has_no_cache_flags(at_root, run_cli, tmp_path):
@@ -186,6 +186,6 @@ def test_staging_naming_a_target_releases_it_with_its_staging_values(at_root, ru
     assert argv[argv.index("--namespace") + 1] == "fractalops-staging"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-f"] == [
         "charts/fractalops-runtime/values-staging.yaml", ".buildplane/values/staging-runtime-image.json"]
-    assert [s["kind"] for s in plan_json(run_cli, "--mode", "staging", "runtime", "--build-only")["steps"]] == ["build"]
+    assert [s["kind"] for s in plan_json(run_cli, "--mode", "staging", "runtime", "--build-only")["steps"]] == ["build", "tag"]
     refused = run_cli("--topology", LAB, "plan", "--mode", "staging", "runtime", "--namespace", "fractalops")
     assert refused.code == 3 and "protected-namespace" in refused.err

@@ -6,7 +6,7 @@ wrong credentials fail there, before anything is built); the mode tag is then ad
 missing. Otherwise the image leaves the builder once, under the content tag alone: `docker buildx build
 --push` where buildx pushes once, or a build into the image store and one `docker push` where it does
 not (buildx < 0.21 on the docker driver pushes every tag a second time). The mode tag is then added
-registry-side. A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
+registry-side (`steps/tag.py`, while the release runs). A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
 The registry cache export runs inside the build (`export="inline"`) or after it, in the background
 (`steps/cache_export.py`).
 """
@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from ..errors import StepFailed
+from ..errors import BuildplaneError, StepFailed
 from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
-from ..tools.run import CommandFailed
+from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from .base import RunContext, Status, StepFields, StepResult
 
@@ -33,6 +34,32 @@ PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (c
 PUSH_BACKOFF_S = 1.0
 PUSH_TIMEOUT_S = 1800.0
 _PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
+
+
+class _Head:
+    """HEAD of the content tag (push scope) in a thread; `found` is set when the build it races is moot:
+    the image exists, or the question failed (its error is raised by `result`)."""
+
+    def __init__(self, registry, ref: str) -> None:
+        self.found = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._ask, args=(registry, ref), daemon=True, name="bp-head")
+        self._thread.start()
+
+    def _ask(self, registry, ref: str) -> None:
+        try:
+            self._digest = registry.manifest_digest(ref, push=True)
+        except BaseException as exc:  # handed to the build's thread by result()
+            self._error = exc
+        if self._digest or self._error:
+            self.found.set()
+
+    def result(self) -> str | None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
 
 
 def pushed_digest(output: str) -> str | None:
@@ -181,48 +208,60 @@ class BuildStep(StepFields):
         facts = BuildFacts(self.ref, self.content_ref, self.cache_scope,
                            {"import": bool(self.cache_from), "export": bool(self.cache_to),
                             "cached_steps": 0, "total_steps": 0})
-        if not ctx.force:
-            fresh = self._fresh(ctx, record, facts)
-            if fresh:
-                return StepResult("build", self.target, Status.FRESH, fresh, time.monotonic() - started, facts)
+        if not ctx.force and self._recorded(record):  # the no-op path: what this machine pushed, no round trip
+            facts.digest = record["digest"]
+            return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
+                              f"{self.content_tag} pushed as {self.tag} by an earlier run",
+                              time.monotonic() - started, facts)
         reason = self.why(record, ctx.force)
+        # In the edit loop (this machine built the target's last inputs) the registry is asked whether the
+        # image exists *while* the build starts: a round trip off the critical path; found (someone built
+        # these very inputs), or the question failed, stops the build. Otherwise it is asked first.
+        head = None if ctx.force else _Head(ctx.registry, self.content_ref)
+        if head is not None and not (record and record.get("digest")):
+            digest = head.result()
+            if digest:
+                return self._fresh_elsewhere(ctx, record, facts, digest, started)
+            head = None
         if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
             cache_export.supersede(ctx.state, self.mode, self.target, ctx.log)
         inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
         facts.push = ctx.builder.info().push
         # Inline cache travels in the image: import it from the last image this mode pushed.
         argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
-        lines = self._build_and_push(ctx, argv, reason)
+        try:
+            lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
+            if facts.push == "docker-push":
+                facts.digest = self._docker_push(ctx, head.found if head else None)
+            else:
+                facts.digest = buildx.read_metadata_digest(self.metadata_file)
+        except Cancelled:
+            digest = head.result()  # raises the question's own error (401, registry down)
+            ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
+            return self._fresh_elsewhere(ctx, record, facts, digest, started)
+        if head is not None:
+            head.result()
         progress = buildx.parse_progress(lines)
-        if facts.push == "docker-push":
-            facts.digest = self._docker_push(ctx)
-        else:
-            facts.digest = buildx.read_metadata_digest(self.metadata_file)
-        if facts.digest:  # the mode tag, added registry-side: the image left the builder once
-            ctx.registry.copy_tag(self.content_ref, self.tag)
+        # The mode tag is added registry-side by the tag step, while the release runs.
         facts.cache.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
         facts.inline_cache = inline
-        self._save(ctx, facts.digest, facts.cache, tagged=bool(facts.digest))
+        self._save(ctx, facts.digest, facts.cache)
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
-    def _docker_push(self, ctx: RunContext) -> str | None:
-        """One `docker push` of the content tag from the image store; the digest it reports."""
-        res = ctx.runner.run(["docker", "push", self.content_ref], timeout=PUSH_TIMEOUT_S)
-        return pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
-
-    def _fresh(self, ctx: RunContext, record: dict | None, facts: BuildFacts) -> str | None:
-        if self._recorded(record):  # the no-op path: what this machine pushed, no registry round trip
-            facts.digest = record["digest"]
-            return f"fresh: image for inputs digest {self.content_tag} pushed as {self.tag} by an earlier run"
-        digest = ctx.registry.manifest_digest(self.content_ref, push=True)
-        if not digest:
-            return None
-        # The mode tag may carry the commit: add it registry-side if missing (no build, no upload).
-        if ctx.registry.manifest_digest(self.ref) != digest:
+    def _fresh_elsewhere(self, ctx: RunContext, record: dict | None, facts: BuildFacts, digest: str,
+                         started: float) -> StepResult:
+        """The image for these inputs was pushed by another machine (or run): tag it, record it."""
+        if ctx.registry.manifest_digest(self.ref) != digest:  # the mode tag may carry the commit
             ctx.registry.copy_tag(self.content_ref, self.tag)
         self._save(ctx, digest, (record or {}).get("cache") if self._same_inputs(record) else None, tagged=True)
         facts.digest = digest
-        return f"fresh: image for inputs digest {self.content_tag} already in the final registry"
+        return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
+                          f"{self.content_tag} already in the final registry", time.monotonic() - started, facts)
+
+    def _docker_push(self, ctx: RunContext, cancel=None) -> str | None:
+        """One `docker push` of the content tag from the image store; the digest it reports."""
+        res = ctx.runner.run(["docker", "push", self.content_ref], timeout=PUSH_TIMEOUT_S, cancel=cancel)
+        return pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
 
     def _same_inputs(self, record: dict | None) -> bool:
         return bool(record) and record.get("inputs_digest") == self.inputs.digest
@@ -253,7 +292,7 @@ class BuildStep(StepFields):
         more = " and more" if len(changed) > 3 else ""
         return f"{', '.join(rel)}{more} changed"
 
-    def _build_and_push(self, ctx: RunContext, argv: list[str], reason: str) -> list[str]:
+    def _build_and_push(self, ctx: RunContext, argv: list[str], reason: str, cancel=None) -> list[str]:
         """Run the build; a push the registry broke off (5xx, reset) is tried again, a bounded number of times."""
         self.metadata_file.parent.mkdir(parents=True, exist_ok=True)
         self.metadata_file.unlink(missing_ok=True)
@@ -265,11 +304,15 @@ class BuildStep(StepFields):
                 ctx.progress(self.target, line)
 
         ctx.log(f"{self.target}: building ({reason})")
+        try:
+            argv = buildx.direct(argv, ctx.runner.which("docker"))
+        except BuildplaneError:
+            pass  # docker missing: the run below says so, with how to install it
         delay = PUSH_BACKOFF_S
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             start = len(lines)
             try:
-                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line, env=self.build_env())
+                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line, env=self.build_env(), cancel=cancel)
                 return lines
             except CommandFailed as exc:
                 fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())

@@ -178,3 +178,32 @@ def cached_capability(cache_file, probe=probe_builder, environ=None) -> BuilderI
     except OSError:
         pass
     return info
+
+
+def plugin_dirs(environ=None) -> list[str]:
+    """Where the docker CLI looks for `docker-buildx`, in its order."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return [os.path.join(environ.get("DOCKER_CONFIG") or os.path.join(home, ".docker"), "cli-plugins"),
+            "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+            "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins"]
+
+
+def direct(argv: list[str], docker: str, environ=None) -> list[str]:
+    """`docker buildx …` as the plugin itself (`docker-buildx …`, buildx's standalone mode): the docker
+    CLI would start, run the plugin once for its metadata, then run it again — ~50 ms per build.
+    Only when `docker` is the real CLI (an executable binary, not a wrapper script someone put first on
+    PATH, whose behaviour is theirs to keep) and the plugin is where that CLI would find it."""
+    if argv[:2] != ["docker", "buildx"]:
+        return argv
+    try:
+        with open(docker, "rb") as fh:
+            if fh.read(4) != b"\x7fELF":
+                return argv
+    except OSError:
+        return argv
+    for d in plugin_dirs(environ):
+        plugin = os.path.join(d, "docker-buildx")
+        if os.path.isfile(plugin) and os.access(plugin, os.X_OK):
+            return [plugin, *argv[2:]]
+    return argv

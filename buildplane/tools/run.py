@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from ..errors import Interrupted, Missing, StepFailed
+from ..errors import BuildplaneError, Interrupted, Missing, StepFailed
 from . import children
 from .kubectl import check_kubectl
 
@@ -53,6 +53,10 @@ try:
     _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork: the child only calls it
 except (OSError, AttributeError):
     _prctl = None
+
+
+class Cancelled(BuildplaneError):
+    """A command its caller stopped on purpose (`Runner.run(cancel=…)`): not a failure of the tool."""
 
 
 class CommandFailed(StepFailed):
@@ -97,9 +101,11 @@ class Runner:
 
     def run(self, argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, cwd: str | None = None,
             on_line: Callable[[str], None] | None = None, stdin: str | None = None, check: bool = True,
-            protected: bool = False, even_if_cancelled: bool = False) -> Result:
+            protected: bool = False, even_if_cancelled: bool = False,
+            cancel: threading.Event | None = None) -> Result:
         """`protected`: see the module doc. `even_if_cancelled`: a short read-only question asked after
-        an interrupt (what Helm left behind)."""
+        an interrupt (what Helm left behind). `cancel`: set by the caller to stop this one command
+        (its process group), which then raises `Cancelled`."""
         if _cancelled.is_set() and not even_if_cancelled:
             raise Interrupted("interrupted")
         name = Path(argv[0]).name
@@ -122,12 +128,14 @@ class Runner:
         )
         recorded = children.record(self.ledger, proc.pid, quote(argv[:4]), protected) if self.ledger else None
         try:
-            code, timed_out = _wait(proc, timeout, protected)
+            code, timed_out = _wait(proc, timeout, protected, cancel)
         finally:
             if recorded is not None:
                 recorded.unlink(missing_ok=True)
         if _cancelled.is_set() and not (protected or even_if_cancelled):
             raise Interrupted("interrupted")
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"{quote(argv[:3])} … stopped: its result was no longer needed")
         text = (lambda b: b.getvalue() if isinstance(b, io.StringIO) else "".join(b))
         result = Result(list(argv), code if code is not None else -1, text(out), text(err),
                         time.monotonic() - started)
@@ -172,11 +180,20 @@ def _die_with_parent(parent: int):
     return hook
 
 
-def _wait(proc, timeout: float, protected: bool = False) -> tuple[int | None, bool]:
+def _wait(proc, timeout: float, protected: bool = False,
+          cancel: threading.Event | None = None) -> tuple[int | None, bool]:
     """(exit code or None when timed out, timed out?) — the process group is stopped on any way out."""
     with _live_lock:
         _live[id(proc)] = (proc, protected)
     timed_out = threading.Event()
+    done = threading.Event()
+    if cancel is not None:
+        def watch() -> None:
+            while not done.is_set():
+                if cancel.wait(0.05):
+                    _stop(proc, grace=0.5)
+                    return
+        threading.Thread(target=watch, daemon=True).start()
 
     def on_timeout() -> None:
         timed_out.set()
@@ -196,6 +213,7 @@ def _wait(proc, timeout: float, protected: bool = False) -> tuple[int | None, bo
         _stop(proc)
         raise
     finally:
+        done.set()
         timer.cancel()
         with _live_lock:
             _live.pop(id(proc), None)
