@@ -5,13 +5,15 @@ so it needs no cluster and no registry: one stat per file, thanks to the stat ca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..contract import project_path, select_targets
 from ..freshness.bases import BaseDigests
 from ..freshness import StatCache, changed_files, release_files, shown_paths, target_inputs
 from ..state import StateDir, read_json
+from ..tools import cache_export
 from ..topology import Topology
 from ._output import print_json
 
@@ -24,10 +26,29 @@ class TargetStatus:
     image_digest: str | None = None
     revision: int | None = None
     changed: tuple[str, ...] = ()
+    cache_export: dict | None = None  # the last registry cache export: running, succeeded, failed, superseded
 
     def to_json(self) -> dict:
-        return {"state": self.state, "message": self.sentence, "image_digest": self.image_digest,
-                "revision": self.revision, "changed": list(self.changed)}
+        out = {"state": self.state, "message": self.sentence, "image_digest": self.image_digest,
+               "revision": self.revision, "changed": list(self.changed)}
+        if self.cache_export is not None:
+            out["cache_export"] = self.cache_export
+        return out
+
+
+def export_sentence(record: dict, now: float) -> str:
+    """One line on the last cache export: what people need when the next machine's build is slow."""
+    status = record.get("status")
+    ago = f"{max(0, int(now - float(record.get('finished_at') or record.get('started_at') or now)))}s ago"
+    if status == cache_export.RUNNING:
+        return f"cache export to {record.get('ref')} running (pid {record.get('pid')}, started {ago})"
+    if status == cache_export.SUCCEEDED:
+        return f"cache exported to {record.get('ref')} {ago} in {record.get('duration_s')}s"
+    if status == cache_export.SUPERSEDED:
+        return f"cache export superseded {ago} by a later build of the target"
+    return (f"cache export to {record.get('ref')} FAILED {ago}: {record.get('error') or 'no reason given'} "
+            f"(log: {record.get('log')}; `buildplane up --mode {record.get('mode')} --wait-cache --force "
+            f"{record.get('target')}` exports it again)")
 
 
 def target_status(topo: Topology, mode: str, name: str, base: Path, state: StateDir, cache: StatCache,
@@ -68,7 +89,16 @@ def status(topo: Topology, mode: str, targets: list[str], base: Path, state: Sta
     # The last answers for base images, however old: status asks no registry.
     bases = BaseDigests(state.base_digests, lambda ref: None, max_age_s=float("inf"))
     try:
-        return [target_status(topo, mode, name, base, state, cache, bases) for name in targets]
+        out = []
+        for name in targets:
+            result = target_status(topo, mode, name, base, state, cache, bases)
+            export = cache_export.current(state, mode, name)
+            if export is not None:
+                export = {k: export.get(k) for k in ("status", "ref", "mode", "target", "pid", "run_id", "started_at", "finished_at",
+                                                     "duration_s", "error", "log") if export.get(k) is not None}
+                result = replace(result, cache_export=export)
+            out.append(result)
+        return out
     finally:
         cache.save()
 
@@ -80,6 +110,9 @@ def run(args, topology) -> int:
     if args.json:
         print_json({"mode": args.mode, "targets": {r.target: r.to_json() for r in results}})
     else:
+        now = time.time()
         for r in results:
             print(f"{r.target}: {r.state} — {r.sentence}")
+            if r.cache_export:
+                print(f"{r.target}: {export_sentence(r.cache_export, now)}")
     return 0
