@@ -18,11 +18,16 @@ from lab import final_auth, lab_env, make_app, manifest_exists, process_env, pru
 from registry_proxy import RegistryProxy
 
 pytestmark = pytest.mark.real
+# Every manifest type a builder pushes (a dev image without attestation is a single Docker v2 manifest).
+ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                    "application/vnd.docker.distribution.manifest.list.v2+json",
+                    "application/vnd.docker.distribution.manifest.v2+json"])
 
 
 def up(app: Path, lab: dict, *args: str, env: dict | None = None, timeout: float = 300):
+    # The export inside the build unless a test says otherwise: these tests read the cache right after.
     res = run_process(["--topology", "topology.yaml", "up", "--mode", "dev", *args, "--json"], cwd=app,
-                      env=env or process_env(lab), timeout=timeout)
+                      env=env or process_env(lab, BUILDPLANE_WAIT_CACHE="true"), timeout=timeout)
     summary = json.loads(res.out) if res.out.strip() else None
     return res, summary
 
@@ -56,7 +61,7 @@ def test_cold_build_exports_cache_and_pushes_digest(lab, built):
         repo_tag = t["image"].split("/", 1)[1]
         repo, tag = repo_tag.rsplit(":", 1)
         head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=final_auth(lab), headers={
-            "Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"})
+            "Accept": ACCEPT})
         assert head.headers["docker-content-digest"] == t["digest"]
     assert summary["targets"]["runtime"]["release"] == "rendered"
     rendered = (app / ".buildplane/rendered/dev-runtime.yaml").read_text()
@@ -187,8 +192,7 @@ def test_one_push_per_image_the_mode_tag_added_registry_side(lab, tmp_path):
     auth = final_auth(lab)
     for tag in put:
         head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=auth,
-                          headers={"Accept": "application/vnd.oci.image.index.v1+json, "
-                                             "application/vnd.oci.image.manifest.v1+json"})
+                          headers={"Accept": ACCEPT})
         assert head.status_code == 200 and head.headers["docker-content-digest"] == t["digest"]
 
 
@@ -228,3 +232,42 @@ def test_a_build_printing_non_utf8_output_succeeds_on_the_lab_builder(lab, tmp_p
     assert res.code == 0, res.err[-2000:]
     assert time.monotonic() - started < 240
     assert summary["targets"]["portal"]["build"] == "built" and "Traceback" not in res.err
+
+
+def test_dev_exports_the_cache_in_the_background_and_the_next_machine_uses_it(lab, tmp_path, monkeypatch):
+    """The dev default on the real builder: the push does not wait for the export; the export ends
+    recorded (and evented); after a prune an edit's build takes its slow step from that cache. The dev
+    image is one manifest (no attestation manifest to push)."""
+    app, ns = make_app(tmp_path / "app", lab)
+    monkeypatch.delenv("BUILDPLANE_WAIT_CACHE")  # the dev default, as a developer's shell has it
+    monkeypatch.delenv("CI", raising=False)
+    env = process_env(lab)
+    res, summary = up(app, lab, "portal", env=env)
+    assert res.code == 0, res.err
+    assert summary["targets"]["portal"]["cache_export"]["when"] == "background"
+    record_path = app / ".buildplane/state/cache-export-dev-portal.json"
+    deadline = time.monotonic() + 120
+    while json.loads(record_path.read_text())["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "succeeded", record
+    assert manifest_exists(f"{lab['cache']}/{ns}/buildcache/dev/portal:latest")
+    events = [json.loads(line) for line in (app / ".buildplane/events.jsonl").read_text().splitlines()]
+    assert any(e["name"] == "cache.export" and e["attributes"]["cicd.pipeline.task.run.result"] == "success"
+               for e in events)
+    image = summary["targets"]["portal"]["image"]
+    repo, tag = image.split("/", 1)[1].rsplit(":", 1)
+    got = httpx.get(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=final_auth(lab), headers={"Accept": ACCEPT})
+    assert got.json()["mediaType"] in ("application/vnd.oci.image.manifest.v1+json",
+                                       "application/vnd.docker.distribution.manifest.v2+json")  # not an index
+    prune_builder(lab)
+    page = app / "examples/fractalops/portal/www/index.html"
+    page.write_text(page.read_text() + "<!-- after the prune -->\n")
+    res, summary = up(app, lab, "portal", env=env)
+    assert res.code == 0, res.err
+    cache = summary["targets"]["portal"]["cache"]
+    assert cache["cached_steps"] >= 1, cache  # the slow RUN came from the background export
+    json.loads((app / ".buildplane/state/build-dev-portal.json").read_text())
+    deadline = time.monotonic() + 120  # leave no export running behind the test
+    while json.loads(record_path.read_text())["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
