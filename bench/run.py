@@ -47,9 +47,11 @@ def bp(*args: str) -> list[str]:
 
 def noop_vs_naive(app: Path, env: dict) -> dict:
     timed(bp("up", "--mode", "dev", "--json"), app, env)  # make everything fresh first
-    plan = json.loads(subprocess.run(bp("plan", "--mode", "dev", "--json", "--build-only"), cwd=app, env=env,
+    # The naive way: the same cache flags with the export in the build, buildx's defaults otherwise.
+    plan = json.loads(subprocess.run(bp("plan", "--mode", "dev", "--json", "--build-only"), cwd=app,
+                                     env={**env, "BUILDPLANE_WAIT_CACHE": "true"},
                                      capture_output=True, text=True, check=True).stdout)
-    naive_argvs = [s["argv"] for s in plan["steps"] if s["kind"] == "build"]
+    naive_argvs = [[a for a in s["argv"] if a != "--provenance=false"] for s in plan["steps"] if s["kind"] == "build"]
     ours, naive = [], []
     for _ in range(REPS):
         ours.append(timed(bp("up", "--mode", "dev", "--json"), app, env))

@@ -7,13 +7,12 @@ handback per app). Guards are checked here, before any tool runs (Refused, exit 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import contract, guards
-from .errors import BadInput, Missing
+from .errors import BadInput
 from .freshness import StatCache, target_inputs
 from .freshness.bases import BaseDigests
 from .kubecontext import KubeContext, resolve
@@ -28,6 +27,7 @@ from .steps.release import ReleaseStep
 from .steps.smoke import SmokeStep
 from .steps.stop_tilt import StopTiltStep
 from .tools import helm as helm_tool
+from .tools.git import git_sha
 from .tools.run import Runner
 from .topology import Topology
 
@@ -145,49 +145,6 @@ def cache_plan(topo: Topology, mode: str, opts: Options, environ) -> CacheChoice
     choice = cache_choice(topo, mode, opts, environ)
     when, why = export_when(mode, opts, environ)
     return CacheChoice(choice.import_, choice.export, choice.source, when, why)
-
-
-def git_sha(runner: Runner, cwd: Path) -> str:
-    """Short commit of the working tree, or 'nogit' outside a repository: read from `.git` where that is
-    plain (no git process on the no-op path), else asked of git."""
-    sha = git_head(cwd)
-    if sha is not None:
-        return sha[:12] or "nogit"
-    try:
-        res = runner.run(["git", "rev-parse", "--short=12", "HEAD"], timeout=10, cwd=str(cwd), check=False)
-    except Missing:  # git missing is not an error for a build
-        return "nogit"
-    return res.stdout.strip() if res.exit_code == 0 and res.stdout.strip() else "nogit"
-
-
-def git_head(cwd: Path) -> str | None:
-    """HEAD's commit from the repository's files: `.git` a directory (not a worktree's file), HEAD a
-    branch whose ref is a loose file or in packed-refs, or detached; "" where no `.git` is above `cwd`.
-    None for anything else (git decides)."""
-    if any(k in os.environ for k in ("GIT_DIR", "GIT_WORK_TREE", "GIT_CEILING_DIRECTORIES")):
-        return None
-    for d in (cwd.resolve(), *cwd.resolve().parents):
-        git = d / ".git"
-        if git.is_dir():
-            break
-        if git.exists():
-            return None  # a worktree or submodule: `.git` is a file pointing elsewhere
-    else:
-        return ""
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head if re.fullmatch(r"[0-9a-f]{40}", head) else None
-        ref = head[5:]
-        loose = git / ref
-        if loose.is_file():
-            sha = loose.read_text().strip()
-        else:
-            packed = (git / "packed-refs").read_text() if (git / "packed-refs").is_file() else ""
-            sha = next((ln.split()[0] for ln in packed.splitlines() if ln.endswith(" " + ref)), "")
-    except OSError:
-        return None
-    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def releases(opts: Options, dev_release: bool) -> bool:

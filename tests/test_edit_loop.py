@@ -14,16 +14,17 @@ from pathlib import Path
 import httpx
 
 from buildplane.engine import Engine
-from buildplane.plan import Options, git_head, make_plan
+from buildplane.plan import Options, make_plan
+from buildplane.tools.git import git_head
 from buildplane.state import StateDir
-from buildplane.steps.build import pushed_digest
+from buildplane.tools.buildx import pushed_digest
 from buildplane.tools import buildx
 from buildplane.tools.buildx import BuilderInfo
 from buildplane.tools.registry import RegistryClient
 from buildplane.tools.run import Runner
 from buildplane.topology import load
 from conftest import ROOT
-from fakes import DIGEST, FakeTool, registry_stub, run_context
+from fakes import DIGEST, registry_stub, run_context
 
 STATE = StateDir(Path(".buildplane"))
 

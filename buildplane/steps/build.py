@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -25,6 +24,7 @@ from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
+from ..tools.registry import HeadInBackground
 from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from .base import RunContext, Status, StepFields, StepResult
@@ -33,39 +33,6 @@ BUILD_TIMEOUT_S = 3600.0
 PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
 PUSH_BACKOFF_S = 1.0
 PUSH_TIMEOUT_S = 1800.0
-_PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
-
-
-class _Head:
-    """HEAD of the content tag (push scope) in a thread; `found` is set when the build it races is moot:
-    the image exists, or the question failed (its error is raised by `result`)."""
-
-    def __init__(self, registry, ref: str) -> None:
-        self.found = threading.Event()
-        self._digest: str | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._ask, args=(registry, ref), daemon=True, name="bp-head")
-        self._thread.start()
-
-    def _ask(self, registry, ref: str) -> None:
-        try:
-            self._digest = registry.manifest_digest(ref, push=True)
-        except BaseException as exc:  # handed to the build's thread by result()
-            self._error = exc
-        if self._digest or self._error:
-            self.found.set()
-
-    def result(self) -> str | None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._digest
-
-
-def pushed_digest(output: str) -> str | None:
-    """The manifest digest `docker push` reports ("bp-…: digest: sha256:… size: 1234")."""
-    found = _PUSHED_DIGEST.findall(output)
-    return found[-1] if found else None
 
 
 @dataclass
@@ -217,7 +184,7 @@ class BuildStep(StepFields):
         # In the edit loop (this machine built the target's last inputs) the registry is asked whether the
         # image exists *while* the build starts: a round trip off the critical path; found (someone built
         # these very inputs), or the question failed, stops the build. Otherwise it is asked first.
-        head = None if ctx.force else _Head(ctx.registry, self.content_ref)
+        head = None if ctx.force else HeadInBackground(ctx.registry, self.content_ref)
         if head is not None and not (record and record.get("digest")):
             digest = head.result()
             if digest:
@@ -261,7 +228,7 @@ class BuildStep(StepFields):
     def _docker_push(self, ctx: RunContext, cancel=None) -> str | None:
         """One `docker push` of the content tag from the image store; the digest it reports."""
         res = ctx.runner.run(["docker", "push", self.content_ref], timeout=PUSH_TIMEOUT_S, cancel=cancel)
-        return pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
+        return buildx.pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
 
     def _same_inputs(self, record: dict | None) -> bool:
         return bool(record) and record.get("inputs_digest") == self.inputs.digest

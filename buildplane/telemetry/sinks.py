@@ -123,29 +123,42 @@ def encode_logs(batch: list[Event], service_name: str) -> bytes:
 
 
 class OtlpSink:
-    """Build Plane Events as OTLP log records, POSTed as protobuf to /v1/logs (OTLP/HTTP)."""
+    """Build Plane Events as OTLP log records, POSTed as protobuf to /v1/logs (OTLP/HTTP).
+
+    One POST per batch through the standard library's http.client: a run that makes no other request
+    (the no-op `up`) would otherwise import httpx (~50 ms of CPU) only for its telemetry."""
 
     name = "otlp"
 
-    def __init__(self, endpoint: str, service_name: str, timeout_s: float = 2.0, headers: dict | None = None,
-                 client: httpx.Client | None = None) -> None:
-        import httpx
-
+    def __init__(self, endpoint: str, service_name: str, timeout_s: float = 2.0, headers: dict | None = None) -> None:
         self.endpoint = endpoint
         self.where = safe_url(endpoint)
         self.service_name = service_name
-        self._http = client or httpx.Client(timeout=timeout_s, verify=_verify(endpoint), headers={
-            **(headers or {}), "Content-Type": "application/x-protobuf"})
+        self.timeout_s = timeout_s
+        self.headers = {**(headers or {}), "Content-Type": "application/x-protobuf"}
 
     def send(self, batch: list[Event]) -> None:
-        import httpx
+        import http.client
 
+        body = encode_logs(batch, self.service_name)
+        parts = urlsplit(self.endpoint)
+        if parts.scheme == "https":
+            import ssl
+
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout_s, context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout_s)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            resp = self._http.post(self.endpoint, content=encode_logs(batch, self.service_name))
-        except httpx.HTTPError as exc:
+            conn.request("POST", path, body=body, headers=self.headers)
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, a broken answer
             raise SinkError(f"export to {self.where} failed: {type(exc).__name__}") from None
-        if resp.status_code >= 300:
-            raise SinkError(f"export to {self.where} failed: HTTP {resp.status_code}")
+        finally:
+            conn.close()
+        if status >= 300:
+            raise SinkError(f"export to {self.where} failed: HTTP {status}")
 
 
 def clickhouse_url(host_port: str) -> str:

@@ -45,6 +45,15 @@ def push_failure(lines: list[str]) -> PushFailure | None:
     return None
 
 
+_PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
+
+
+def pushed_digest(output: str) -> str | None:
+    """The manifest digest `docker push` reports ("bp-…: digest: sha256:… size: 1234")."""
+    found = _PUSHED_DIGEST.findall(output)
+    return found[-1] if found else None
+
+
 @dataclass(frozen=True)
 class BuildProgress:
     total_steps: int

@@ -15,7 +15,6 @@ close), so no later run can miss it; after that only the child writes the record
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

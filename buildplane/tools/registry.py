@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
@@ -247,3 +248,29 @@ class RegistryClient:
         if put.status_code not in (200, 201):
             raise Missing(f"registry {r.host}: cannot tag {r.repo}:{dst_tag} (HTTP {put.status_code})")
         return got.headers.get("docker-content-digest", "")
+
+
+class HeadInBackground:
+    """HEAD of the content tag (push scope) in a thread; `found` is set when the build it races is moot:
+    the image exists, or the question failed (its error is raised by `result`)."""
+
+    def __init__(self, registry, ref: str) -> None:
+        self.found = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._ask, args=(registry, ref), daemon=True, name="bp-head")
+        self._thread.start()
+
+    def _ask(self, registry, ref: str) -> None:
+        try:
+            self._digest = registry.manifest_digest(ref, push=True)
+        except BaseException as exc:  # handed to the build's thread by result()
+            self._error = exc
+        if self._digest or self._error:
+            self.found.set()
+
+    def result(self) -> str | None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
