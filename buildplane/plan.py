@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import contract, guards
@@ -104,17 +104,23 @@ class CacheChoice:
         return f"registry build cache for {mode}: {state} (from {self.source}){how}{when}"
 
 
+def env_switch(environ, name: str) -> bool | None:
+    """A true/false switch from the environment; None when unset, exit 2 for anything else."""
+    raw = environ.get(name)
+    if raw is None:
+        return None
+    if raw.strip().lower() not in _TRUE + _FALSE:
+        raise BadInput(f"${name}={raw!r}: valid: true or false")
+    return raw.strip().lower() in _TRUE
+
+
 def export_when(mode: str, opts: Options, environ) -> tuple[str, str]:
     """Where the cache export runs, and why: in the background in the dev loop; inside the build where
     the next machine needs the cache (CI, staging) or when asked (--wait-cache, $BUILDPLANE_WAIT_CACHE)."""
     if opts.wait_cache:
         return "inline", "--wait-cache"
-    raw = environ.get(WAIT_CACHE_ENV)
-    if raw is not None:
-        if raw.strip().lower() not in _TRUE + _FALSE:
-            raise BadInput(f"${WAIT_CACHE_ENV}={raw!r}: valid: true or false")
-        if raw.strip().lower() in _TRUE:
-            return "inline", f"${WAIT_CACHE_ENV}"
+    if env_switch(environ, WAIT_CACHE_ENV):
+        return "inline", f"${WAIT_CACHE_ENV}"
     if environ.get("CI", "").strip().lower() in _TRUE:
         return "inline", "CI: the next machine needs the cache"
     if mode != "dev":
@@ -127,11 +133,8 @@ def cache_choice(topo: Topology, mode: str, opts: Options, environ) -> CacheChoi
     setting = topo.mode(mode).cache
     if opts.remote_cache:
         on, source = True, "--remote-cache"
-    elif environ.get(REMOTE_CACHE_ENV) is not None:
-        raw = environ[REMOTE_CACHE_ENV].strip().lower()
-        if raw not in _TRUE + _FALSE:
-            raise BadInput(f"${REMOTE_CACHE_ENV}={environ[REMOTE_CACHE_ENV]!r}: valid: true or false")
-        on, source = raw in _TRUE, f"${REMOTE_CACHE_ENV}"
+    elif env_switch(environ, REMOTE_CACHE_ENV) is not None:
+        on, source = bool(env_switch(environ, REMOTE_CACHE_ENV)), f"${REMOTE_CACHE_ENV}"
     else:
         return CacheChoice(setting.import_, setting.export, f"modes.{mode}.cache in {topo.source}")
     if on and not topo.registries.cache:
@@ -142,9 +145,8 @@ def cache_choice(topo: Topology, mode: str, opts: Options, environ) -> CacheChoi
 
 def cache_plan(topo: Topology, mode: str, opts: Options, environ) -> CacheChoice:
     """Whether the registry cache is used, and where its export runs."""
-    choice = cache_choice(topo, mode, opts, environ)
     when, why = export_when(mode, opts, environ)
-    return CacheChoice(choice.import_, choice.export, choice.source, when, why)
+    return replace(cache_choice(topo, mode, opts, environ), export_when=when, when_source=why)
 
 
 def releases(opts: Options, dev_release: bool) -> bool:

@@ -6,20 +6,21 @@ wrong credentials fail there, before anything is built); the mode tag is then ad
 missing. Otherwise the image leaves the builder once, under the content tag alone: `docker buildx build
 --push` where buildx pushes once, or a build into the image store and one `docker push` where it does
 not (buildx < 0.21 on the docker driver pushes every tag a second time). The mode tag is then added
-registry-side (`steps/tag.py`, while the release runs). A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
+registry-side (`steps/tag.py`, while the release runs). A push the registry broke off (5xx, reset) is
+tried again, a bounded number of times.
 The registry cache export runs inside the build (`export="inline"`) or after it, in the background
 (`steps/cache_export.py`).
 """
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
 from ..errors import BuildplaneError, StepFailed
+from ..guards import DIGEST
 from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
@@ -184,12 +185,12 @@ class BuildStep(StepFields):
         # In the edit loop (this machine built the target's last inputs) the registry is asked whether the
         # image exists *while* the build starts: a round trip off the critical path; found (someone built
         # these very inputs), or the question failed, stops the build. Otherwise it is asked first.
-        head = None if ctx.force else HeadInBackground(ctx.registry, self.content_ref)
-        if head is not None and not (record and record.get("digest")):
-            digest = head.result()
+        in_edit_loop = bool(record and record.get("digest"))
+        if not ctx.force and not in_edit_loop:
+            digest = ctx.registry.manifest_digest(self.content_ref, push=True)
             if digest:
                 return self._fresh_elsewhere(ctx, record, facts, digest, started)
-            head = None
+        head = HeadInBackground(ctx.registry, self.content_ref) if not ctx.force and in_edit_loop else None
         if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
             cache_export.supersede(ctx.state, self.mode, self.target, ctx.log)
         inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
@@ -237,7 +238,7 @@ class BuildStep(StepFields):
         """This machine pushed these inputs' image and tagged it with this very mode tag."""
         return (self._same_inputs(record) and bool(record.get("tagged")) and record.get("ref") == self.ref
                 and record.get("content_ref") == self.content_ref
-                and bool(re.fullmatch(r"sha256:[0-9a-f]{64}", str(record.get("digest")))))
+                and bool(DIGEST.match(str(record.get("digest")))))
 
     def _registry_cache_ok(self, ctx: RunContext) -> bool:
         ok, who = ctx.builder.registry_cache()

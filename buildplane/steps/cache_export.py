@@ -58,7 +58,7 @@ class CacheExportStep(StepFields):
         facts = ExportFacts(self.build.cache_to or "", self.when)
         built = ctx.result(self.build.id)
         if self.when == "background" and built is not None and built.status == Status.SUCCEEDED:
-            if (built.facts_json() or {}).get("inline_cache"):
+            if built.facts_json().get("inline_cache"):
                 return StepResult(self.kind, self.target, Status.FRESH, "the cache travels inline, in the image",
                                   time.monotonic() - started, facts)
             facts.pid = cache_export.spawn(ctx.state, self._spec(ctx), self.build.build_env())
@@ -89,5 +89,4 @@ class CacheExportStep(StepFields):
     def _spec(self, ctx: RunContext) -> dict:
         return {"mode": self.build.mode, "target": self.target, "argv": self.build.export_argv(),
                 "ref": self.build.cache_to, "scope": self.build.cache_scope, "run_id": ctx.run_id,
-                "inputs_digest": self.build.inputs.digest, "service_name": self.service_name,
-                "revision": self.revision}
+                "service_name": self.service_name, "revision": self.revision}

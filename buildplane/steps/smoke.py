@@ -97,9 +97,12 @@ class SmokeStep(StepFields):
         now = ctx.now
         started = now()
         deadline = started + self.deadline_s
-        if ctx.http is None:
+        if ctx.http is not None:
+            client = ctx.http
+        else:
             import httpx
-        client = ctx.http or httpx.Client(verify=True)
+
+            client = httpx.Client(verify=True)
         try:
             results = [check_route(client, r, deadline, now=now, sleep=ctx.sleep) for r in self.routes]
         finally:

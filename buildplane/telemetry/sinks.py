@@ -136,27 +136,38 @@ class OtlpSink:
         self.service_name = service_name
         self.timeout_s = timeout_s
         self.headers = {**(headers or {}), "Content-Type": "application/x-protobuf"}
+        self._conn = None  # kept for the run's next batch (http.client reopens it if the Collector closed it)
+
+    def _connection(self):
+        import http.client
+
+        if self._conn is None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme == "https":
+                import ssl
+
+                self._conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self.timeout_s,
+                                                         context=ssl.create_default_context())
+            else:
+                self._conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout_s)
+        return self._conn
 
     def send(self, batch: list[Event]) -> None:
         import http.client
 
         body = encode_logs(batch, self.service_name)
         parts = urlsplit(self.endpoint)
-        if parts.scheme == "https":
-            import ssl
-
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=self.timeout_s, context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout_s)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn = self._connection()
         try:
             conn.request("POST", path, body=body, headers=self.headers)
-            status = conn.getresponse().status
+            resp = conn.getresponse()
+            resp.read()  # the connection serves the next batch only once the answer is consumed
+            status = resp.status
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, a broken answer
-            raise SinkError(f"export to {self.where} failed: {type(exc).__name__}") from None
-        finally:
             conn.close()
+            self._conn = None
+            raise SinkError(f"export to {self.where} failed: {type(exc).__name__}") from None
         if status >= 300:
             raise SinkError(f"export to {self.where} failed: HTTP {status}")
 

@@ -28,8 +28,6 @@ def _file(text: str) -> Path:
 
 def get(text: str) -> tuple[object, dict] | None:
     """(data, lines) for these bytes, or None."""
-    if os.environ.get("BUILDPLANE_NO_PARSE_CACHE"):
-        return None
     try:
         kept = json.loads(_file(text).read_text())
         lines = {tuple(loc): int(line) for loc, line in kept["lines"]}
@@ -39,8 +37,6 @@ def get(text: str) -> tuple[object, dict] | None:
 
 
 def put(text: str, data: object, lines: dict) -> None:
-    if os.environ.get("BUILDPLANE_NO_PARSE_CACHE"):
-        return
     path = _file(text)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
