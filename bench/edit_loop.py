@@ -8,9 +8,13 @@ Ways:
   naive-cache     per target `docker buildx build --push --tag {mode tag}` with the registry cache
                   (--cache-from/--cache-to type=registry,mode=max), then `helm template` — what a Makefile does
   naive-nocache   the same without the registry cache
-  bp-cache-on     `buildplane up --mode dev --remote-cache`
-  bp-cache-off    `buildplane up --mode dev` with the cache off
-Each cell: the median of BENCH_REPS (default 5) runs; ratios against the best naive way of the row.
+  bp-cache-on     `buildplane up --mode dev --remote-cache --rebuild` (the build path, though portal's page is
+                  inside its sync rule)
+  bp-cache-off    `buildplane up --mode dev --rebuild` with the cache off
+  bp-sync         `buildplane up --mode dev --remote-cache`: the edit is synced (#14), one layer through the
+                  registry API, no build
+Each cell: the median of BENCH_REPS (default 5) runs; ratios against the best naive way of the row (and
+bp-sync's against buildplane's own build path, bp-cache-on).
 Written to bench/results.json under "edit_loop" and printed as the README's table.
 
   BENCH_NETWORKS=wan python bench/edit_loop.py
@@ -37,7 +41,8 @@ from wan import WanProxy  # noqa: E402
 REPS = int(os.environ.get("BENCH_REPS", "5"))
 RTT_MS = float(os.environ.get("BENCH_RTT_MS", "40"))
 MBIT = float(os.environ.get("BENCH_MBIT", "50"))
-WAYS = ("naive-cache", "naive-nocache", "bp-cache-on", "bp-cache-off")
+WAYS = ("naive-cache", "naive-nocache", "bp-cache-on", "bp-cache-off", "bp-sync")
+BP_ARGS = {"bp-cache-on": ["--remote-cache", "--rebuild"], "bp-cache-off": ["--rebuild"], "bp-sync": ["--remote-cache"]}
 SCENARIOS = ("noop", "edit", "edit-after-prune")
 TARGETS = ("runtime", "portal")
 
@@ -84,8 +89,7 @@ class Way:
     def once(self) -> float:
         started = time.perf_counter()
         if self.naive is None:
-            extra = ["--remote-cache"] if self.name == "bp-cache-on" else []
-            run(bp("up", "--mode", "dev", *extra, *TARGETS), self.app, self.env)
+            run(bp("up", "--mode", "dev", *BP_ARGS[self.name], *TARGETS), self.app, self.env)
         else:
             for argv in self.naive:
                 run(argv, self.app, self.env)
@@ -175,17 +179,22 @@ def measure(network: str, lab: dict, tmp: Path) -> dict:
             best = min(cells[scenario]["naive-cache"], cells[scenario]["naive-nocache"])
             cells[scenario]["ratio_bp_cache_on"] = round(best / cells[scenario]["bp-cache-on"], 2)
             cells[scenario]["ratio_bp_cache_off"] = round(best / cells[scenario]["bp-cache-off"], 2)
+            cells[scenario]["ratio_bp_sync"] = round(best / cells[scenario]["bp-sync"], 2)
+            cells[scenario]["ratio_sync_vs_build"] = round(cells[scenario]["bp-cache-on"] / cells[scenario]["bp-sync"], 2)
             print(f"{network} {scenario}: {cells[scenario]}", file=sys.stderr, flush=True)
     return cells
 
 
 def table(results: dict) -> str:
-    rows = ["| network | scenario | naive, registry cache | naive, no cache | buildplane, cache on | buildplane, cache off |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| network | scenario | naive, registry cache | naive, no cache | buildplane build, cache on | "
+            "buildplane build, cache off | buildplane sync (× naive / × build) |",
+            "|---|---|---|---|---|---|---|"]
     for network, cells in results["networks"].items():
         for scenario, c in cells.items():
             rows.append(f"| {network} | {scenario} | {c['naive-cache']:.2f} s | {c['naive-nocache']:.2f} s | "
-                        f"{c['bp-cache-on']:.2f} s ({c['ratio_bp_cache_on']}×) | {c['bp-cache-off']:.2f} s ({c['ratio_bp_cache_off']}×) |")
+                        f"{c['bp-cache-on']:.2f} s ({c['ratio_bp_cache_on']}×) | {c['bp-cache-off']:.2f} s "
+                        f"({c['ratio_bp_cache_off']}×) | {c['bp-sync']:.2f} s ({c['ratio_bp_sync']}× / "
+                        f"{c['ratio_sync_vs_build']}×) |")
     return "\n".join(rows)
 
 

@@ -26,6 +26,7 @@ from .steps.handback import HandbackStep
 from .steps.release import ReleaseStep
 from .steps.smoke import SmokeStep
 from .steps.stop_tilt import StopTiltStep
+from .steps.sync import SyncSpec
 from .tools import helm as helm_tool
 from .tools.git import git_sha
 from .tools.run import Runner
@@ -49,6 +50,7 @@ class Options:
     remote_cache: bool = False  # --remote-cache: import and export the registry build cache this run
     pull: bool = False  # --pull: resolve base images now (not from the last 10 minutes' answer) and pull them
     wait_cache: bool = False  # --wait-cache: export the registry cache inside the build, not in the background
+    rebuild: bool = False  # --rebuild: a real build even where a sync rule would take the change
 
 
 @dataclass
@@ -232,7 +234,20 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
         metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name, pull=opts.pull,
         export=cache_on.export_when, provenance=mode_provenance(topo, opts.mode),
+        sync=sync_spec(topo, opts, name, context, base), rebuild=opts.rebuild,
     )
+
+
+def sync_spec(topo: Topology, opts: Options, name: str, context: Path, base: Path) -> SyncSpec | None:
+    """The target's sync rules, in dev only (a synced image never stands in for a built one elsewhere),
+    and not with --rebuild or --force."""
+    if opts.mode != "dev" or opts.rebuild or opts.force or not topo.targets[name].sync:
+        return None
+    from .topology.sync_rules import RuleError, for_target
+    try:
+        return SyncSpec(tuple(for_target(topo, name, base)), context)
+    except RuleError as exc:  # the Dockerfile changed since the topology was loaded
+        raise BadInput(f"{topo.source}: targets.{name}.sync[{exc.index}].{exc.key}: {exc.message}") from None
 
 
 def mode_provenance(topo: Topology, mode: str) -> bool | None:

@@ -70,6 +70,12 @@ def _release_word(r: StepResult | None) -> str:
             Status.FAILED: "failed", Status.NOT_RUN: "not-run"}[r.status]
 
 
+def _build_word(r: StepResult | None, facts: dict) -> str:
+    if r is None:
+        return "not-run"
+    return "synced" if r.status == Status.SUCCEEDED and facts.get("synced") else BUILD_STATUS[r.status]
+
+
 def up_view(s: RunSummary) -> dict:
     out = {**_head(s), "targets": {}}
     for name in s.plan.targets:
@@ -78,7 +84,7 @@ def up_view(s: RunSummary) -> dict:
         facts = b.facts_json() if b else {}
         out["targets"][name] = {
             "image": facts.get("image"), "digest": facts.get("digest"),
-            "build": BUILD_STATUS[b.status] if b else "not-run", "reason": b.reason if b else "",
+            "build": _build_word(b, facts), "reason": b.reason if b else "",
             "cache": facts.get("cache") or dict(NO_CACHE), "release": _release_word(rel),
             "revision": rel.facts.revision if rel is not None and rel.facts is not None else None,
             "smoke": ("passed" if smoke.ok else "failed") if smoke and smoke.status != Status.NOT_RUN else "skipped",

@@ -88,7 +88,7 @@ def test_noop_up_calls_no_buildx(lab, built, tmp_path):
 def test_edit_one_portal_file_rebuilds_portal_only(lab, built):
     page = built["app"] / "examples/fractalops/portal/www/index.html"
     page.write_text(page.read_text().replace("portal is up", "portal is up (edited)"))
-    res, summary = up(built["app"], lab)
+    res, summary = up(built["app"], lab, "--rebuild")  # the page is inside portal's sync rule: a build asked for
     assert res.code == 0, res.err
     assert summary["targets"]["portal"]["build"] == "built"
     assert "www/index.html changed" in summary["targets"]["portal"]["reason"]
@@ -263,7 +263,7 @@ def test_dev_exports_the_cache_in_the_background_and_the_next_machine_uses_it(la
     prune_builder(lab)
     page = app / "examples/fractalops/portal/www/index.html"
     page.write_text(page.read_text() + "<!-- after the prune -->\n")
-    res, summary = up(app, lab, "portal", env=env)
+    res, summary = up(app, lab, "portal", "--rebuild", env=env)
     assert res.code == 0, res.err
     cache = summary["targets"]["portal"]["cache"]
     assert cache["cached_steps"] >= 1, cache  # the slow RUN came from the background export

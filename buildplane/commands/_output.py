@@ -31,6 +31,9 @@ def plan_text(plan: Plan, topology_name: str) -> str:
         lines.append(f"  {i}. {step.id}{after}")
         if "fresh_check" in d:
             lines.append(f"     skip when fresh: {d['fresh_check']}")
+        if "sync" in d:
+            lines.append(f"     sync instead when {d['sync']['when']} ({d['sync']['how']}):")
+            lines += [f"       {rule}" for rule in d["sync"]["rules"]]
         for key in ("action", "browser"):
             if key in d:
                 lines.append(f"     {d[key]}")

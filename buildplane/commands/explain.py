@@ -1,6 +1,8 @@
 """`buildplane explain PATH…`: which path a change to a file takes (DESIGN §6's change → path table).
 
 rebuild + release  the file is in a target's build context and not excluded by .dockerignore (or is its Dockerfile);
+sync (no build)    the file is inside one of a target's sync rules: in dev, one layer through the registry, then
+                   the release (a build when no image was built yet, or when other inputs changed too);
 release only       the file is in a target's chart or is one of its values files;
 nothing            neither, for every target.
 """
@@ -15,7 +17,7 @@ from ..freshness import DockerIgnore
 from ..topology import Topology
 from ._output import print_json
 
-RANK = {"rebuild + release": 2, "release only": 1, "nothing": 0}
+RANK = {"rebuild + release": 3, "sync (no build)": 2, "release only": 1, "nothing": 0}
 
 
 @dataclass
@@ -45,6 +47,18 @@ def _inside(path: Path, root: Path) -> str | None:
     return rel.as_posix()
 
 
+def _synced(topo: Topology, name: str, base: Path, rel: str) -> str | None:
+    """Why a context file of a target is synced rather than built (dev), or None."""
+    if not topo.targets[name].sync:
+        return None
+    from ..topology.sync_rules import for_target
+    rule = next((r for r in for_target(topo, name, base) if r.covers(rel)), None)
+    if rule is None:
+        return None
+    release = "; then released" if topo.targets[name].chart else ""
+    return f"in dev, its sync rule {rule.src or '.'} → {rule.dest} puts it at {rule.image_path(rel)}{release}"
+
+
 def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
     out = []
     for raw in paths:
@@ -61,6 +75,8 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
                 ignore = DockerIgnore.for_context(context, dockerfile)
                 if rel != "." and ignore.excluded(rel):
                     ex.notes.append(f"excluded from {name}'s build context by .dockerignore")
+                elif _synced(topo, name, base, rel):
+                    kind, why = "sync (no build)", _synced(topo, name, base, rel)
                 else:
                     kind, why = "rebuild + release", f"in its build context {t.context}"
             elif t.chart and _inside(path, project_path(base, t.chart).absolute()) is not None:

@@ -16,7 +16,8 @@ from ._run import context, run_plan, say_failure, start_reporter
 def options(args) -> Options:
     return Options(mode=args.mode, targets=tuple(args.targets), build_only=args.build_only, apply=args.apply,
                    force=args.force, kube_context=args.kube_context, namespace=args.namespace,
-                   remote_cache=args.remote_cache, pull=args.pull, wait_cache=args.wait_cache)
+                   remote_cache=args.remote_cache, pull=args.pull, wait_cache=args.wait_cache,
+                   rebuild=args.rebuild)
 
 
 def run(args, topology) -> int:

@@ -68,6 +68,7 @@ class ImageInputs:
 
     digest: str
     files: dict[str, str]
+    spec: str = ""  # digest of everything but the context's files (Dockerfile, args, target, platform, bases)
 
 
 def walk_context(context: Path, ignore: DockerIgnore):
@@ -120,12 +121,13 @@ def image_inputs(
     df_hash = cache.file_hash(str(dockerfile.resolve()), dockerfile.stat())
     h = hashlib.sha256()
     h.update(b"buildplane-image-inputs-v1\0")
-    h.update(json.dumps({"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
-                         "platform": platform, "bases": sorted((bases or {}).items())}, sort_keys=True).encode())
+    spec = json.dumps({"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
+                       "platform": platform, "bases": sorted((bases or {}).items())}, sort_keys=True).encode()
+    h.update(spec)
     for rel in sorted(files):
         h.update(rel.encode() + b"\0" + files[rel].encode() + b"\n")
     files["<Dockerfile>"] = df_hash
-    return ImageInputs(digest="sha256:" + h.hexdigest(), files=files)
+    return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest())
 
 
 def changed_files(before: dict[str, str], after: dict[str, str], limit: int = 3) -> list[str]:

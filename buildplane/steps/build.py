@@ -25,10 +25,12 @@ from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
-from ..tools.registry import HeadInBackground
+from ..tools.registry import HeadInBackground, Ref
 from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
+from . import sync
 from .base import RunContext, Status, StepFields, StepResult
+from .sync import SyncSpec
 
 BUILD_TIMEOUT_S = 3600.0
 PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
@@ -45,6 +47,7 @@ class BuildFacts:
     digest: str | None = None
     inline_cache: bool | None = None
     push: str | None = None  # how the image left the builder: "buildx" (--push) or "docker-push"
+    synced: dict | None = None  # made through the registry, no build: files, deleted, bytes, layer
 
     def to_json(self) -> dict:
         out = {"image": self.image, "content_ref": self.content_ref, "cache_scope": self.cache_scope,
@@ -55,6 +58,8 @@ class BuildFacts:
             out["inline_cache"] = self.inline_cache
         if self.push is not None:
             out["push"] = self.push
+        if self.synced is not None:
+            out["synced"] = self.synced
         return out
 
 
@@ -80,6 +85,8 @@ class BuildStep(StepFields):
     pull: bool = False  # --pull: buildx pulls the bases (their digests were just asked too)
     export: str = "inline"  # the registry cache export: "inline" (in the build) or "background" (after it)
     provenance: bool | None = None  # False: no attestation manifest (dev: one manifest less to push)
+    sync: SyncSpec | None = None  # dev: edits inside these rules reach the image without a build
+    rebuild: bool = False  # --rebuild: a synced image is built for real, even when its inputs are unchanged
 
     @property
     def ref(self) -> str:
@@ -167,6 +174,8 @@ class BuildStep(StepFields):
                        "pushes every tag twice (< 0.21, docker driver)"}
         if self.exports_in_background:
             out["cache_export"] = {"when": "background, after the release", "argv": self.export_argv()}
+        if self.sync is not None:
+            out["sync"] = self.sync.describe()
         return out
 
     # -- run ----------------------------------------------------------------------------------
@@ -176,12 +185,17 @@ class BuildStep(StepFields):
         facts = BuildFacts(self.ref, self.content_ref, self.cache_scope,
                            {"import": bool(self.cache_from), "export": bool(self.cache_to),
                             "cached_steps": 0, "total_steps": 0})
-        if not ctx.force and self._recorded(record):  # the no-op path: what this machine pushed, no round trip
+        rebuild_synced = self.rebuild and bool(record and record.get("synced"))
+        if not ctx.force and not rebuild_synced and self._recorded(record):  # the no-op path: what this machine pushed, no round trip
             facts.digest = record["digest"]
             return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
                               f"{self.content_tag} pushed as {self.tag} by an earlier run",
                               time.monotonic() - started, facts)
-        reason = self.why(record, ctx.force)
+        if self.sync is not None and not ctx.force:
+            synced = self._sync(ctx, record, facts, started)
+            if synced is not None:
+                return synced
+        reason = "--rebuild: the last image was synced, not built" if rebuild_synced else self.why(record, ctx.force)
         # In the edit loop (this machine built the target's last inputs) the registry is asked whether the
         # image exists *while* the build starts: a round trip off the critical path; found (someone built
         # these very inputs), or the question failed, stops the build. Otherwise it is asked first.
@@ -215,6 +229,35 @@ class BuildStep(StepFields):
         facts.inline_cache = inline
         self._save(ctx, facts.digest, facts.cache)
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+    def _sync(self, ctx: RunContext, record: dict | None, facts: BuildFacts, started: float) -> StepResult | None:
+        """The next image as the last built one plus a layer of the changed files (steps/sync.py), or None:
+        then the build, with the reason in the log when the change was not the rules' to take."""
+        base = sync.base_of(record)
+        if base is None:
+            return None
+        try:
+            if base["spec"] != self.inputs.spec:
+                raise sync.NotSyncable("the Dockerfile, a build arg, the build target or a base image changed")
+            if Ref.parse(base["content_ref"]).repo != Ref.parse(self.content_ref).repo:
+                raise sync.NotSyncable("the image's repository changed")
+            layer_entries = sync.entries(self.sync, base["files"], self.inputs.files)
+            if not layer_entries:
+                return None  # the built image's inputs again: the registry has it under its content tag
+            ctx.log(f"{self.target}: syncing ({self.why(base, False)}) into {self.ref}")
+            digest, layer = sync.next_image(ctx, self.content_ref, self.tag, base["digest"], self.platform,
+                                            layer_entries)
+        except sync.NotSyncable as why:
+            ctx.log(f"{self.target}: building, not syncing: {why}")
+            return None
+        sync.save_record(ctx, self, base, digest, layer)
+        facts.digest = digest
+        facts.cache.update({"import": False, "export": False})  # no builder: nothing imported or exported
+        facts.synced = {"files": layer.files, "deleted": layer.deleted, "bytes": layer.size, "layer": layer.digest,
+                        "base": base["digest"]}
+        return StepResult("build", self.target, Status.SUCCEEDED,
+                          f"synced {layer.files} file(s), {layer.deleted} deleted, {layer.size} bytes onto the built "
+                          f"image {base['digest'][:19]}: no build", time.monotonic() - started, facts)
 
     def _fresh_elsewhere(self, ctx: RunContext, record: dict | None, facts: BuildFacts, digest: str,
                          started: float) -> StepResult:
@@ -300,4 +343,5 @@ class BuildStep(StepFields):
         write_json_atomic(ctx.state.build_record(self.mode, self.target), {
             "inputs_digest": self.inputs.digest, "files": self.inputs.files, "digest": digest, "ref": self.ref,
             "content_ref": self.content_ref, "cache": cache, "tagged": tagged, "at": time.time(),
+            "spec": self.inputs.spec,
         })

@@ -58,6 +58,9 @@ class CacheExportStep(StepFields):
         facts = ExportFacts(self.build.cache_to or "", self.when)
         built = ctx.result(self.build.id)
         if self.when == "background" and built is not None and built.status == Status.SUCCEEDED:
+            if built.facts_json().get("synced"):
+                return StepResult(self.kind, self.target, Status.FRESH, "synced, not built: nothing to export",
+                                  time.monotonic() - started, facts)
             if built.facts_json().get("inline_cache"):
                 return StepResult(self.kind, self.target, Status.FRESH, "the cache travels inline, in the image",
                                   time.monotonic() - started, facts)

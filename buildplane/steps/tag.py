@@ -32,6 +32,8 @@ class TagStep(StepFields):
         built = ctx.result(self.build.id)
         if built is None or built.status != Status.SUCCEEDED or not built.facts_json().get("digest"):
             return StepResult(self.kind, self.target, Status.FRESH, "nothing pushed this run", 0.0)
+        if built.facts_json().get("synced"):
+            return StepResult(self.kind, self.target, Status.FRESH, "the sync stored its manifest under this tag", 0.0)
         ctx.registry.copy_tag(self.build.content_ref, self.build.tag)
         path = ctx.state.build_record(self.build.mode, self.target)
         record = read_json(path)

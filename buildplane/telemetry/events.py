@@ -94,6 +94,9 @@ def step_started(plan, run_id: str, step, secrets=None) -> Event:
     return Event("step.started", time.time_ns(), _clean(_step_attrs(plan, run_id, step), secrets))
 
 
+BUILD_WORD = {"succeeded": "built", "fresh": "fresh", "failed": "failed", "not-run": "not-run"}
+
+
 def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
     attrs = _step_attrs(plan, run_id, step)
     outcome = STEP_RESULT[result.status.value]
@@ -112,7 +115,10 @@ def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
         attrs.update({"buildplane.cache.cached_steps": int(cache.get("cached_steps", 0)),
                       "buildplane.cache.total_steps": int(cache.get("total_steps", 0)),
                       "buildplane.cache.import": bool(cache.get("import")),
-                      "buildplane.cache.export": bool(cache.get("export"))})
+                      "buildplane.cache.export": bool(cache.get("export")),
+                      "buildplane.build": "synced" if facts.get("synced") else BUILD_WORD[result.status.value]})
+        if facts.get("synced"):
+            attrs.update({f"buildplane.sync.{k}": int(facts["synced"][k]) for k in ("files", "deleted", "bytes")})
     if step.kind == "release":
         attrs["buildplane.release.revision"] = facts.get("revision")
         attrs["buildplane.release.applied"] = bool(facts.get("applied"))

@@ -114,7 +114,11 @@ def _describe(value: Any) -> str:
 
 
 def _first_error(doc: Document, exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # A misspelt key is also a missing one: its "did you mean" says more than "required key is missing".
+    err = errors[0]
+    if err["type"] == "missing":
+        err = next((e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == err["loc"][:-1]), err)
     loc = tuple(err["loc"])
     # pydantic reports union members as extra loc parts (e.g. 'BuildMode'); drop them.
     loc = tuple(p for p in loc if p not in _MODEL_NAMES)
@@ -168,6 +172,8 @@ def _check_semantics(doc: Document, topo: Topology, base: Path) -> None:
     _check_registries(doc, topo)
     for name, target in topo.targets.items():
         _check_target(doc, name, target, base)
+        if target.sync:
+            _check_sync(doc, topo, name, base)
     _check_unique(doc, topo)
     for mname in BUILD_MODES:
         if getattr(topo.modes, mname) is not None:
@@ -195,6 +201,15 @@ def _check_target(doc: Document, name: str, target: Target, base: Path) -> None:
     _check_urls(doc, tloc, target)
     if target.release is not None and not _K8S_NAME.match(target.release):
         raise _fail(doc, tloc + ("release",), f"{target.release!r} is not a valid Helm release name (lowercase, digits, '-')")
+
+
+def _check_sync(doc: Document, topo: Topology, name: str, base: Path) -> None:
+    """Each sync rule stays inside the context and matches a COPY of the final stage (sync_rules.py)."""
+    from .sync_rules import RuleError, for_target
+    try:
+        for_target(topo, name, base)
+    except RuleError as exc:
+        raise _fail(doc, ("targets", name, "sync", exc.index, exc.key), exc.message) from None
 
 
 def _check_registries(doc: Document, topo: Topology) -> None:

@@ -48,6 +48,13 @@ class ModeValues(_Model):
     staging: tuple[str, ...] | None = None
 
 
+class SyncRule(_Model):
+    """Files that reach the image without a build: `src` (relative to the context) lands at `dest`."""
+
+    src: str
+    dest: str
+
+
 class Target(_Model):
     context: str = "."
     dockerfile: str
@@ -63,6 +70,7 @@ class Target(_Model):
     optional: bool = False
     platform: str | None = None
     cluster_scoped: tuple[str, ...] = ()  # cluster-scoped kinds the chart may create (otherwise refused)
+    sync: tuple[SyncRule, ...] = ()  # dev: edits inside these reach the image as one layer, through the registry
 
     def values_for(self, mode: str) -> tuple[str, ...]:
         """The values files a release in `mode` gets: `mode_values.<mode>` when set, else `values`."""

@@ -1,0 +1,242 @@
+"""Sync: the next dev image made through the registry API, without the builder.
+
+When every input that changed since the target's last *built* image lies inside its sync rules
+(edits, new files, deletions), the next image is that built image plus one layer holding exactly
+those files (deletions as whiteouts): its manifest and config are read (and kept by digest under the
+state dir), the layer and a new config (diff_ids and history appended) are uploaded, and a new
+manifest is stored under the mode tag. The release then rolls the pods to it through Helm, as after
+a build. Anything outside the rules (the Dockerfile, a build arg, a base image, a file no rule
+covers) takes the normal build; so does `--rebuild` or `--force`.
+
+The layer is always relative to the last built image, so a series of edits never stacks layers:
+each sync carries every file changed since that build. A synced image is dev's alone: it never gets
+the content tag (`bp-…`), so no other mode or machine can take it for a built image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import Missing
+from ..topology.sync_rules import SyncTarget
+from ..tools.oci_layer import Entry, Layer, make_layer
+from ..tools.registry import Ref
+from ..state import write_json_atomic
+
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+BASE_KEYS = ("inputs_digest", "files", "digest", "content_ref", "spec")
+
+
+class NotSyncable(Exception):
+    """Why this change takes the build instead (said in the run's log)."""
+
+
+@dataclass(frozen=True)
+class SyncSpec:
+    """A target's resolved sync rules (dev mode only), and where its context is."""
+
+    rules: tuple[SyncTarget, ...]
+    context: Path
+
+    def describe(self) -> dict:
+        return {"rules": [f"{self.context / r.src if r.src else self.context} → {r.dest} (COPY at Dockerfile line "
+                          f"{r.line})" for r in self.rules],
+                "when": "every change since the last built image lies inside these rules",
+                "how": "one layer through the registry API, no build; --rebuild builds"}
+
+    def rule_for(self, rel: str) -> SyncTarget | None:
+        """The most specific rule covering a context path."""
+        found = [r for r in self.rules if r.covers(rel)]
+        return max(found, key=lambda r: len(r.src)) if found else None
+
+
+def base_of(record: dict | None) -> dict | None:
+    """The last *built* image of a build record: its own entry when the record is of a sync."""
+    if not record:
+        return None
+    base = record.get("built") if record.get("synced") else record
+    if not isinstance(base, dict) or not all(base.get(k) for k in BASE_KEYS):
+        return None
+    return base
+
+
+def _owner(chown: str | None) -> tuple[int, int]:
+    """--chown as numbers; a name would need the image's /etc/passwd, so it takes the build."""
+    if not chown:
+        return 0, 0
+    user, _, group = chown.partition(":")
+    if not user.isdigit() or (group and not group.isdigit()):
+        raise NotSyncable(f"COPY --chown={chown} names a user or group; sync needs numeric ids")
+    return int(user), int(group or user)
+
+
+def entries(spec: SyncSpec, base_files: dict[str, str], files: dict[str, str]) -> list[Entry]:
+    """The layer that turns the built image into one with today's files; NotSyncable when a change lies
+    outside the rules (or is not a file at all: the Dockerfile, a base image)."""
+    changed = sorted(p for p in set(base_files) | set(files) if base_files.get(p) != files.get(p))
+    if not changed:
+        raise NotSyncable("the files are the built image's again")
+    rules: dict[str, SyncTarget] = {}
+    for rel in changed:
+        rule = None if rel.startswith("<") else spec.rule_for(rel)
+        if rule is None:
+            shown = "the Dockerfile" if rel == "<Dockerfile>" else "a base image" if rel.startswith("<FROM") else \
+                str(spec.context / rel)
+            raise NotSyncable(f"{shown} changed, outside the sync rules")
+        rules[rel] = rule
+    base_dirs = {posixpath.dirname(p) for p in base_files}
+    base_dirs |= {d for p in base_dirs for d in _ancestors(p)}
+    live_dirs = {posixpath.dirname(p) for p in files}
+    live_dirs |= {d for p in live_dirs for d in _ancestors(p)}
+    out: dict[str, Entry] = {}
+    for rel in changed:
+        rule = rules[rel]
+        uid, gid = _owner(rule.chown)
+        chmod = int(rule.chmod, 8) if rule.chmod and rule.chmod.isdigit() else None
+        if rel not in files:
+            gone = _gone_root(rel, rule, live_dirs)
+            path = rule.image_path(gone)
+            out[path] = Entry(path, "whiteout", mtime=int(time.time()))
+            continue
+        st = os.lstat(spec.context / rel)
+        path = rule.image_path(rel)
+        if stat.S_ISLNK(st.st_mode):
+            out[path] = Entry(path, "link", link=os.readlink(spec.context / rel), mode=0o777,
+                              mtime=int(st.st_mtime), uid=uid, gid=gid)
+        else:
+            out[path] = Entry(path, "file", source=str(spec.context / rel), mode=chmod or (st.st_mode & 0o7777),
+                              mtime=int(st.st_mtime), uid=uid, gid=gid)
+        parent = posixpath.dirname(rel)
+        for d in [parent, *_ancestors(parent)]:  # directories no built image had: made as COPY makes them
+            if d and d not in base_dirs and d != rule.src and rule.covers(d):
+                out.setdefault(rule.image_path(d), Entry(rule.image_path(d), "dir", mode=chmod or 0o755,
+                                                         mtime=int(st.st_mtime), uid=uid, gid=gid))
+    return list(out.values())
+
+
+def _ancestors(d: str) -> list[str]:
+    out = []
+    while d:
+        d = posixpath.dirname(d)
+        if d:
+            out.append(d)
+    return out
+
+
+def _gone_root(rel: str, rule: SyncTarget, live_dirs: set[str]) -> str:
+    """What to white out for a deleted file: its highest directory (inside the rule) that no file is
+    left in — as a rebuild would not have it — else the file itself."""
+    top = rel
+    d = posixpath.dirname(rel)
+    while d and d != rule.src and rule.covers(d) and d not in live_dirs:
+        top, d = d, posixpath.dirname(d)
+    return top
+
+
+# ---- the registry side ------------------------------------------------------------------------
+
+def _kept(ctx, host: str, repo: str, digest: str, fetch) -> bytes:
+    """A manifest or blob by digest, from the state dir when an earlier sync read it (content-addressed)."""
+    path = ctx.state.root / "oci" / digest.replace(":", "-")
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    data = fetch(host, repo, digest)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return data
+
+
+def _image(ctx, host: str, repo: str, digest: str, platform: str | None) -> tuple[dict, str]:
+    """The built image's manifest (a platform's, from an index) and its media type."""
+    raw = _kept(ctx, host, repo, digest, lambda h, r, d: _manifest_bytes(ctx, h, r, d))
+    manifest = json.loads(raw)
+    media = manifest.get("mediaType") or OCI_MANIFEST
+    if media in INDEX_TYPES or "manifests" in manifest:
+        images = [m for m in manifest.get("manifests", [])
+                  if (m.get("platform") or {}).get("os") not in (None, "unknown")
+                  and (m.get("annotations") or {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+        if platform:
+            want = platform.split("/")
+            images = [m for m in images if [m["platform"].get("os"), m["platform"].get("architecture")] == want[:2]]
+        if len(images) != 1:
+            raise NotSyncable(f"the built image is an index of {len(images)} platform images; sync makes one")
+        return _image(ctx, host, repo, images[0]["digest"], platform)
+    return manifest, media
+
+
+def _manifest_bytes(ctx, host: str, repo: str, digest: str) -> bytes:
+    body, _ = ctx.registry.manifest(host, repo, digest)
+    return body
+
+
+def next_image(ctx, content_ref: str, tag: str, base_digest: str, platform: str | None,
+               layer_entries: list[Entry]) -> tuple[str, Layer]:
+    """Store `base_digest` + one layer of `layer_entries` under `tag`; (its digest, the layer)."""
+    ref = Ref.parse(content_ref)
+    try:
+        manifest, media = _image(ctx, ref.host, ref.repo, base_digest, platform)
+        config = json.loads(_kept(ctx, ref.host, ref.repo, manifest["config"]["digest"], ctx.registry.blob))
+    except Missing as exc:
+        raise NotSyncable(f"the last built image {base_digest[:19]} cannot be read ({exc.message})") from None
+    layer = make_layer(layer_entries)
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    config["created"] = now
+    config.setdefault("history", []).append({
+        "created": now, "created_by": f"buildplane sync: {layer.files} files, {layer.deleted} deleted",
+        "comment": "buildplane sync"})
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    _upload_both(ctx, ref, [(layer.blob, layer.digest), (config_bytes, config_digest)])
+    layer_type = OCI_LAYER if media == OCI_MANIFEST else DOCKER_LAYER
+    new = {**manifest, "config": {**manifest["config"], "digest": config_digest, "size": len(config_bytes)},
+           "layers": [*manifest.get("layers", []),
+                      {"mediaType": layer_type, "digest": layer.digest, "size": layer.blob_size}]}
+    body = json.dumps(new, separators=(",", ":")).encode()
+    return ctx.registry.put_manifest(ref.host, ref.repo, tag, body, media), layer
+
+
+def _upload_both(ctx, ref: Ref, blobs: list[tuple[bytes, str]]) -> None:
+    """The layer and the config at once: two upload sessions in flight, one round trip's wait."""
+    errors: list[BaseException] = []
+
+    def push(data: bytes, digest: str) -> None:
+        try:
+            ctx.registry.push_blob(ref.host, ref.repo, data, digest)
+        except BaseException as exc:  # raised in the step's thread below
+            errors.append(exc)
+    threads = [threading.Thread(target=push, args=blob, name="bp-blob", daemon=True) for blob in blobs[1:]]
+    for t in threads:
+        t.start()
+    push(*blobs[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def save_record(ctx, step, base: dict, digest: str, layer: Layer) -> None:
+    """The build record of a synced image: today's inputs, the synced digest, and the built image it is on."""
+    write_json_atomic(ctx.state.build_record(step.mode, step.target), {
+        "inputs_digest": step.inputs.digest, "files": step.inputs.files, "digest": digest, "ref": step.ref,
+        "content_ref": step.content_ref, "cache": None, "tagged": True, "at": time.time(),
+        "synced": {"files": layer.files, "deleted": layer.deleted, "bytes": layer.size, "layer": layer.digest},
+        "built": {k: base.get(k) for k in BASE_KEYS},
+    })
