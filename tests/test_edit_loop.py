@@ -24,7 +24,7 @@ from buildplane.tools.registry import RegistryClient
 from buildplane.tools.run import Runner
 from buildplane.topology import load
 from conftest import ROOT
-from fakes import DIGEST, registry_stub, run_context
+from fakes import DIGEST, registry_stub, run_context, seed_builder
 
 STATE = StateDir(Path(".buildplane"))
 
@@ -205,3 +205,38 @@ def test_buildx_runs_as_its_plugin_only_behind_the_real_docker_cli(tmp_path):
     plugin.unlink()
     found = buildx.direct(argv, str(real), env)
     assert found == argv or Path(found[0]).parent.as_posix() in buildx.plugin_dirs(env)[1:]  # a system-wide one
+
+
+def test_a_run_with_work_connects_to_the_registry_early_and_a_no_op_never(tools, monkeypatch):
+    """`up` opens registry connections while the engine starts only when a build step has work; the no-op
+    path stays free of httpx and of any request."""
+    calls: list[str] = []
+    monkeypatch.setattr(RegistryClient, "prepare", lambda self, host, connections=2: calls.append(host))
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(f"{req.method} {req.url.path}")
+        return registry_stub(set())[0]._transport.handle_request(req)
+    monkeypatch.setattr(RegistryClient, "client", property(lambda self: httpx.Client(transport=httpx.MockTransport(handler))))
+    monkeypatch.setenv("PATH", f"{tools['bin']}:{os.environ['PATH']}")
+    seed_builder(dict(os.environ))
+    from buildplane import cli
+    assert cli.main(["--topology", "topology.yaml", "up", "--mode", "dev", "api", "--build-only"]) == 0
+    assert calls == ["registry.example"] and seen
+    calls.clear()
+    assert cli.main(["--topology", "topology.yaml", "up", "--mode", "dev", "api", "--build-only"]) == 0
+    assert calls == []  # nothing to do: no early connection
+
+
+def test_prepare_opens_pooled_connections_in_the_background():
+    seen: list[str] = []
+    got = __import__("threading").Event()
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(f"{req.method} {req.url}")
+        if len(seen) == 2:
+            got.set()
+        return httpx.Response(401)
+    reg = RegistryClient(client=httpx.Client(transport=httpx.MockTransport(handler)), plain_http=frozenset({"reg.example:5000"}))
+    reg.prepare("reg.example:5000")
+    assert got.wait(5) and seen == ["GET http://reg.example:5000/v2/"] * 2

@@ -6,7 +6,8 @@ from ..plan import Options, make_plan
 from ..state import StateDir
 from ..steps.base import BuilderCaps
 from ..tools import buildx
-from ..tools.registry import RegistryClient
+from ..steps.build import BuildStep
+from ..tools.registry import Ref, RegistryClient
 from ..tools.run import Runner
 from ..freshness import StatCache
 from ._output import outcome_lines, stderr
@@ -40,6 +41,9 @@ def run(args, topology) -> int:
                   builder=BuilderCaps(lambda: buildx.cached_capability(state.builder_caps)),
                   release_cache=StatCache.open(state.release_statcache),
                   progress=lambda target, line: stderr(f"[{target}] {line}"))  # a RUN may echo a secret
+    busy = [s for s in plan.steps if isinstance(s, BuildStep) and s.talks_to_registry(state, args.force)]
+    if busy:  # connect while the engine starts: the no-op path never imports httpx at all
+        ctx.registry.prepare(Ref.parse(busy[0].content_ref).host)
     outcome = run_plan(plan, ctx, reporter, as_json=args.json)
     if not args.json:
         for line in outcome_lines(outcome.doc, plan.namespace):

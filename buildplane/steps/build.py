@@ -277,6 +277,11 @@ class BuildStep(StepFields):
     def _same_inputs(self, record: dict | None) -> bool:
         return bool(record) and record.get("inputs_digest") == self.inputs.digest
 
+    def talks_to_registry(self, state, force: bool) -> bool:
+        """Whether this run of the step will call the registry (anything but the no-op path)."""
+        record = read_json(state.build_record(self.mode, self.target))
+        return force or (self.rebuild and bool(record and record.get("synced"))) or not self._recorded(record)
+
     def _recorded(self, record: dict | None) -> bool:
         """This machine pushed these inputs' image and tagged it with this very mode tag."""
         return (self._same_inputs(record) and bool(record.get("tagged")) and record.get("ref") == self.ref

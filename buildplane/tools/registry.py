@@ -71,6 +71,7 @@ class RegistryClient:
                  sleep: Callable[[float], None] = run.sleep, runner: Runner | None = None,
                  challenges: Path | None = None) -> None:
         self._client = client
+        self._made = threading.Lock()
         self._timeout = timeout
         self.runner = runner
         self.plain_http = plain_http
@@ -82,11 +83,24 @@ class RegistryClient:
 
     @property
     def client(self):
-        if self._client is None:
-            import httpx
+        with self._made:
+            if self._client is None:
+                import httpx
 
-            self._client = httpx.Client(timeout=self._timeout)
-        return self._client
+                self._client = httpx.Client(timeout=self._timeout)
+            return self._client
+
+    def prepare(self, host: str, connections: int = 2) -> None:
+        """Get ready for a run that will talk to `host`, in the background while the run plans: import
+        httpx and open `connections` pooled connections (a TLS handshake is two round trips more on a
+        remote registry). Nothing waits for it; a failure here only means the first request connects."""
+        def connect() -> None:
+            try:
+                self.client.get(self._base(host) + "/v2/")
+            except Exception:  # noqa: BLE001 - the real request will say what is wrong
+                pass
+        for _ in range(connections):
+            threading.Thread(target=connect, daemon=True, name="bp-registry-connect").start()
 
     def _known_challenge(self, host: str) -> str | None:
         if self._challenges is None:
