@@ -60,6 +60,9 @@ def _mode_flags(p: argparse.ArgumentParser, default_mode: str | None = None) -> 
                         "(dev default: in the background after the release; CI and staging always wait; "
                         "$BUILDPLANE_WAIT_CACHE=true)")
     p.add_argument("--force", action="store_true", help="rebuild and re-release even when fresh")
+    p.add_argument("--builder", metavar="NAME",
+                   help="the buildx builder or Docker context to build on (default: $BUILDPLANE_BUILDER, "
+                        "else the topology's builder.name, else the environment's)")
     p.add_argument("--rebuild", action="store_true",
                    help="a real build even where the target's sync rules would take the change (dev)")
     p.add_argument("--pull", action="store_true",

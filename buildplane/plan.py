@@ -20,6 +20,7 @@ from .state import StateDir
 from .steps.base import Step
 from .steps.browser import BrowserStep, find_chromium, require_playwright
 from .steps.build import BuildStep
+from .steps.builder_check import BuilderCheckStep
 from .steps.cache_export import CacheExportStep
 from .steps.tag import TagStep
 from .steps.handback import HandbackStep
@@ -28,6 +29,7 @@ from .steps.smoke import SmokeStep
 from .steps.stop_tilt import StopTiltStep
 from .steps.sync import SyncSpec
 from .tools import helm as helm_tool
+from .tools.builders import BuilderChoice, choose as choose_builder
 from .tools.git import git_sha
 from .tools.run import Runner
 from .topology import Topology
@@ -51,6 +53,7 @@ class Options:
     pull: bool = False  # --pull: resolve base images now (not from the last 10 minutes' answer) and pull them
     wait_cache: bool = False  # --wait-cache: export the registry cache inside the build, not in the background
     rebuild: bool = False  # --rebuild: a real build even where a sync rule would take the change
+    builder: str | None = None  # --builder: a buildx builder or Docker context (else $BUILDPLANE_BUILDER, topology)
 
 
 @dataclass
@@ -184,12 +187,21 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         plan.notes.append("staging builds only; name a target (or pass --apply) to release it into " + mode.namespace)
     cache_on = cache_plan(topo, opts.mode, opts, environ)
     plan.notes.append(cache_on.sentence(opts.mode))
+    builder = choose_builder(topo, opts.builder, environ)
+    if builder.name or builder.max_parallel:
+        plan.notes.append(builder.sentence())
     cache = StatCache.open(state.statcache)
     bases = base_digests(topo, state, runner, persist)
     plan.revision = git_sha(runner, base)
     helm_major = None  # asked once per plan, and only when something is released
+    check = None
     for name in plan.targets:
-        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases)
+        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases, builder)
+        # A chosen builder (a shared worker, a BuildKit pool) must answer before a target that may build
+        # starts; the workstation's own daemon says at once when it is down.
+        if builder.name and build.talks_to_registry(state, opts.force):
+            check = check or BuilderCheckStep(choice=builder)
+            build = replace(build, after=(check.id,))
         plan.steps += [build, TagStep(name, build, after=(build.id,), lock=name)]
         last = build.id
         if releasing and topo.targets[name].chart:
@@ -200,6 +212,8 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
             # (or, inline, waits for one an earlier dev run left running); other modes export in the build
             plan.steps.append(CacheExportStep(name, build, topo.telemetry.service_name, plan.revision or "",
                                               after=(last,), lock=name))
+    if check is not None:  # listed last; the engine honours `after`, whatever the order
+        plan.steps.append(check)
     if persist:  # `plan` touches nothing: its hashing is not kept
         cache.save()
         bases.save()
@@ -220,7 +234,8 @@ def base_digests(topo: Topology, state: StateDir, runner: Runner, persist: bool 
 
 
 def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: StatCache, cache_on: CacheChoice,
-                sha: str, state: StateDir, bases: BaseDigests | None = None) -> BuildStep:
+                sha: str, state: StateDir, bases: BaseDigests | None = None,
+                builder: BuilderChoice = BuilderChoice()) -> BuildStep:
     t = topo.targets[name]
     context, dockerfile, args, inputs = target_inputs(topo, name, base, cache, bases, opts.pull)
     tag = contract.render_tag(topo.mode(opts.mode).tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode,
@@ -234,7 +249,7 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
         metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name, pull=opts.pull,
         export=cache_on.export_when, provenance=mode_provenance(topo, opts.mode),
-        sync=sync_spec(topo, opts, name, context, base), rebuild=opts.rebuild,
+        sync=sync_spec(topo, opts, name, context, base), rebuild=opts.rebuild, builder=builder,
     )
 
 

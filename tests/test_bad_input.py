@@ -260,6 +260,13 @@ MORE_CASES = [
      PLAN, {}, 2, [f"{T}:18:", "targets.api.sync[0].dest", "required"]),
     ("sync-unknown-key", edit("    smoke: [{url", "    sync: [{src: app.txt, dst: /app.txt}]\n    smoke: [{url"), {},
      PLAN, {}, 2, [f"{T}:18:", "targets.api.sync[0].dst", "did you mean 'dest'"]),
+    # the builder (#17)
+    ("builder-name-bad", edit("telemetry:", "builder: {name: 'pool one'}\ntelemetry:"), {}, PLAN, {}, 2,
+     [f"{T}:", "builder.name", "not a builder or Docker context name"]),
+    ("builder-max-parallel-zero", edit("telemetry:", "builder: {max_parallel: 0}\ntelemetry:"), {}, PLAN, {}, 2,
+     [f"{T}:", "builder.max_parallel", "valid: a number ≥ 1"]),
+    ("builder-flag-bad", None, {}, PLAN + ["--builder", "a;b"], {}, 2, ["--builder 'a;b'", "not a builder"]),
+    ("builder-env-bad", None, {}, PLAN, {"BUILDPLANE_BUILDER": "-x"}, 2, ["$BUILDPLANE_BUILDER '-x'"]),
     ("guard-namespace-other-mode", None, {}, ["plan", "--mode", "staging", "--apply", "--namespace", "demo-dev"], {}, 3,
      ["mode-namespace", "demo-staging"]),
 ]

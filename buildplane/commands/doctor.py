@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 
 import httpx
 
-from ..errors import Missing
+from ..errors import BuildplaneError, Missing
 from ..kubecontext import resolve
 from ..steps.browser import find_chromium
+from ..tools import buildx
+from ..tools.builders import BuilderChoice, choose as choose_builder, inspect_problem
 from ..tools.registry import plain_http_host
 from ..tools.run import INSTALL_HINTS, Runner
 from ..topology import Topology
@@ -42,10 +45,35 @@ def _registry(name: str, host: str, client: httpx.Client, plain: bool) -> Check:
     return Check(f"registry {name}", False, f"{host} answered HTTP {resp.status_code}", "check the registry address")
 
 
-def run_checks(topo: Topology, runner: Runner | None = None, client: httpx.Client | None = None) -> list[Check]:
+def _builder(runner: Runner, choice: BuilderChoice, probe) -> Check:
+    """Does the run's builder answer, and can it export a registry build cache?"""
+    name = f"builder ({choice.label}, from {choice.source})"
+    argv = choice.inspect_argv()
+    try:
+        res = runner.run(argv, timeout=30)
+        problem = inspect_problem(res.stdout + "\n" + res.stderr)
+        if problem:
+            return Check(name, False, f"does not answer ({problem[:160]})",
+                         f"check it with `{shlex.join(argv)}` and `docker buildx ls`")
+        info = probe()
+    except BuildplaneError as exc:
+        return Check(name, False, f"does not answer ({exc.message[:160]})",
+                     f"check it with `{shlex.join(argv)}` and `docker buildx ls`")
+    except Exception as exc:  # noqa: BLE001 - python-on-whales' own errors: the builder did not answer
+        return Check(name, False, f"does not answer ({type(exc).__name__})", f"check it with `{shlex.join(argv)}`")
+    cache = "exports registry cache" if info.registry_cache else \
+        "no registry cache export (inline cache instead: enable the containerd image store or use another driver)"
+    return Check(name, True, f"{info.who}; {cache}")
+
+
+def run_checks(topo: Topology, runner: Runner | None = None, client: httpx.Client | None = None,
+               probe=None) -> list[Check]:
     runner = runner or Runner()
     client = client or httpx.Client(timeout=3.0)
     checks = [_tool(runner, "docker", True), _tool(runner, "helm", False), _tool(runner, "tilt", False)]
+    if checks[0].ok:
+        choice = choose_builder(topo, None)
+        checks.append(_builder(runner, choice, probe or (lambda: buildx.probe_builder(choice))))
     for name in ("final", "cache", "mirror"):
         ref = getattr(topo.registries, name)
         if ref:

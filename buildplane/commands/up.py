@@ -7,6 +7,7 @@ from ..state import StateDir
 from ..steps.base import BuilderCaps
 from ..tools import buildx
 from ..steps.build import BuildStep
+from ..tools.builders import choose as choose_builder
 from ..tools.registry import Ref, RegistryClient
 from ..tools.run import Runner
 from ..freshness import StatCache
@@ -18,7 +19,7 @@ def options(args) -> Options:
     return Options(mode=args.mode, targets=tuple(args.targets), build_only=args.build_only, apply=args.apply,
                    force=args.force, kube_context=args.kube_context, namespace=args.namespace,
                    remote_cache=args.remote_cache, pull=args.pull, wait_cache=args.wait_cache,
-                   rebuild=args.rebuild)
+                   rebuild=args.rebuild, builder=args.builder)
 
 
 def run(args, topology) -> int:
@@ -35,10 +36,13 @@ def run(args, topology) -> int:
     reporter = start_reporter(topo.telemetry.service_name, state)
     runner = Runner(ledger=state.children)
     plan = make_plan(topo, options(args), runner=runner, state=state)
+    choice = choose_builder(topo, args.builder)
     ctx = context(state, runner=runner, force=args.force,
                   registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner,
                                           challenges=state.registry_challenges),
-                  builder=BuilderCaps(lambda: buildx.cached_capability(state.builder_caps)),
+                  builder=BuilderCaps(lambda: buildx.cached_capability(
+                      state.builder_caps, lambda: buildx.probe_builder(choice), choice=choice),
+                      max_parallel=choice.max_parallel),
                   release_cache=StatCache.open(state.release_statcache),
                   progress=lambda target, line: stderr(f"[{target}] {line}"))  # a RUN may echo a secret
     busy = [s for s in plan.steps if isinstance(s, BuildStep) and s.talks_to_registry(state, args.force)]

@@ -10,7 +10,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, ClassVar, Protocol
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 from ..state import StateDir
 from ..tools import run as _run
@@ -79,11 +80,32 @@ class StepFields:
 
 @dataclass
 class BuilderCaps:
-    """What the builder can do (`tools.buildx.BuilderInfo`): asked once per run, through `probe`."""
+    """What the builder can do (`tools.buildx.BuilderInfo`): asked once per run, through `probe`; and how
+    many builds it takes at once (`max_parallel`: the builder's own limit when None)."""
 
     probe: Callable[[], Any]
+    max_parallel: int | None = None
     _answer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _slots: threading.Semaphore | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_parallel:
+            self._slots = threading.BoundedSemaphore(self.max_parallel)
+
+    @contextmanager
+    def slot(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold one of the builder's build slots; `waiting` is told when none is free."""
+        if self._slots is None:
+            yield
+            return
+        if not self._slots.acquire(blocking=False):
+            waiting()
+            self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def info(self):
         with self._lock:

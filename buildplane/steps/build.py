@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from ..errors import BuildplaneError, StepFailed
+from ..errors import BuildplaneError, Missing, StepFailed
 from ..guards import DIGEST
 from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
@@ -28,6 +28,8 @@ from ..tools import buildx
 from ..tools.registry import HeadInBackground, Ref
 from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
+from ..tools import builders
+from ..tools.builders import BuilderChoice
 from . import sync
 from .base import RunContext, Status, StepFields, StepResult
 from .sync import SyncSpec
@@ -87,6 +89,7 @@ class BuildStep(StepFields):
     provenance: bool | None = None  # False: no attestation manifest (dev: one manifest less to push)
     sync: SyncSpec | None = None  # dev: edits inside these rules reach the image without a build
     rebuild: bool = False  # --rebuild: a synced image is built for real, even when its inputs are unchanged
+    builder: BuilderChoice = BuilderChoice()  # where it builds: every buildx call and push goes there
 
     @property
     def ref(self) -> str:
@@ -113,7 +116,7 @@ class BuildStep(StepFields):
         return bool(self.cache_to) and self.export == "background"
 
     def _head(self, provenance: bool | None) -> list[str]:
-        argv = ["docker", "buildx", "build", "--progress", "plain"]
+        argv = [*self.builder.buildx("build"), "--progress", "plain"]
         for k, v in self.build_args.items():
             # A value from ${VAR} goes through buildx's environment (`--build-arg NAME`): never in argv or `ps`.
             argv += ["--build-arg", k if has_env(v) else f"{k}={v}"]
@@ -212,10 +215,12 @@ class BuildStep(StepFields):
         # Inline cache travels in the image: import it from the last image this mode pushed.
         argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
         try:
-            lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
-            if facts.push == "docker-push":
-                facts.digest = self._docker_push(ctx, head.found if head else None)
-            else:
+            with ctx.builder.slot(lambda: ctx.log(f"{self.target}: waiting for a free slot on "
+                                                  f"{self.builder.label} (max_parallel)")):
+                lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
+                if facts.push == "docker-push":
+                    facts.digest = self._docker_push(ctx, head.found if head else None)
+            if facts.push != "docker-push":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
@@ -271,7 +276,7 @@ class BuildStep(StepFields):
 
     def _docker_push(self, ctx: RunContext, cancel=None) -> str | None:
         """One `docker push` of the content tag from the image store; the digest it reports."""
-        res = ctx.runner.run(["docker", "push", self.content_ref], timeout=PUSH_TIMEOUT_S, cancel=cancel)
+        res = ctx.runner.run([*self.builder.docker(), "push", self.content_ref], timeout=PUSH_TIMEOUT_S, cancel=cancel)
         return buildx.pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
 
     def _same_inputs(self, record: dict | None) -> bool:
@@ -332,6 +337,10 @@ class BuildStep(StepFields):
                 return lines
             except CommandFailed as exc:
                 fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())
+                gone = builders.unreachable(lines[start:] or exc.stderr_tail.splitlines())
+                if gone:  # the builder itself is not there (went down since it was checked): exit 4
+                    raise Missing(f"{self.builder.label} does not answer: {gone}; check it with "
+                                  f"`{' '.join(self.builder.inspect_argv())}`") from None
                 if fault is None:
                     raise
                 if attempt == PUSH_ATTEMPTS:

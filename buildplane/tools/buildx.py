@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..state import read_json, write_json_atomic
+from .builders import BuilderChoice
 
 _VERTEX = re.compile(r"^#(\d+) \[(?!internal\])([^\]]*?)\s*(\d+)/(\d+)\] (\w+)")
 _CACHED = re.compile(r"^#(\d+) CACHED\s*$")
@@ -145,21 +146,24 @@ def parse_version(text: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def probe_builder() -> BuilderInfo:
-    """Ask the active builder, through python-on-whales: its driver, whether it exports registry cache,
-    and buildx's version."""
-    from python_on_whales import docker  # imported here: only a real build needs it
+def probe_builder(choice: BuilderChoice = BuilderChoice()) -> BuilderInfo:
+    """Ask the run's builder, through python-on-whales: its driver, whether it exports registry cache,
+    and buildx's version. A Docker context is asked through that context, a builder instance by name."""
+    from python_on_whales import DockerClient  # imported here: only a real build needs it
 
-    builder = docker.buildx.inspect()
+    docker = DockerClient(context=choice.name) if choice.context else DockerClient()
+    builder = docker.buildx.inspect(choice.name if choice.name and not choice.context else None)
     driver = builder.driver
     status = docker.info().driver_status or [] if driver == "docker" else []
-    return BuilderInfo(supports_registry_cache(driver, status), f"builder {builder.name} (driver {driver})",
+    where = f" on Docker context {choice.name}" if choice.context else ""
+    return BuilderInfo(supports_registry_cache(driver, status), f"builder {builder.name} (driver {driver}){where}",
                        driver, parse_version(docker.buildx.version()))
 
 
-def builder_key(environ=None) -> str:
-    """Who answers a capability question: the Docker endpoint and buildx builder chosen by the environment,
-    and the buildx plugin itself (a new buildx may answer otherwise)."""
+def builder_key(environ=None, choice: BuilderChoice = BuilderChoice()) -> str:
+    """Who answers a capability question: the builder the run chose (a context or an instance), else the
+    Docker endpoint and buildx builder chosen by the environment; and the buildx plugin itself (a new
+    buildx may answer otherwise)."""
     environ = os.environ if environ is None else environ
     plugin = ""
     for d in (environ.get("DOCKER_CONFIG", os.path.expanduser("~/.docker")) + "/cli-plugins",
@@ -169,13 +173,18 @@ def builder_key(environ=None) -> str:
             st = os.stat(candidate)
             plugin = f"{os.path.realpath(candidate)}:{st.st_size}:{st.st_mtime_ns}"
             break
-    return "|".join([environ.get("DOCKER_HOST", ""), environ.get("DOCKER_CONTEXT", ""),
-                     environ.get("BUILDX_BUILDER", ""), plugin or str(shutil.which("docker", path=environ.get("PATH")))])
+    where = [environ.get("DOCKER_HOST", ""), environ.get("DOCKER_CONTEXT", ""), environ.get("BUILDX_BUILDER", "")]
+    if choice.context:
+        where = [choice.key(), "", ""]  # --context wins over DOCKER_HOST and the current context
+    elif choice.name:
+        where[2] = choice.key()
+    return "|".join([*where, plugin or str(shutil.which("docker", path=environ.get("PATH")))])
 
 
-def cached_capability(cache_file, probe=probe_builder, environ=None) -> BuilderInfo:
+def cached_capability(cache_file, probe=probe_builder, environ=None,
+                      choice: BuilderChoice = BuilderChoice()) -> BuilderInfo:
     """The probe's answer, kept per builder (three docker CLI calls cost ~0.4 s; the answer rarely changes)."""
-    key = builder_key(environ)
+    key = builder_key(environ, choice)
     stored = read_json(cache_file) or {}
     known = BuilderInfo.from_json(stored.get(key))
     if known is not None:

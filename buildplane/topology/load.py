@@ -170,6 +170,7 @@ def _check_values(doc: Document, tloc: tuple, target: Target, base: Path) -> Non
 
 def _check_semantics(doc: Document, topo: Topology, base: Path) -> None:
     _check_registries(doc, topo)
+    _check_builder(doc, topo)
     for name, target in topo.targets.items():
         _check_target(doc, name, target, base)
         if target.sync:
@@ -210,6 +211,13 @@ def _check_sync(doc: Document, topo: Topology, name: str, base: Path) -> None:
         for_target(topo, name, base)
     except RuleError as exc:
         raise _fail(doc, ("targets", name, "sync", exc.index, exc.key), exc.message) from None
+
+
+def _check_builder(doc: Document, topo: Topology) -> None:
+    from ..tools.builders import NAME
+    if topo.builder.name is not None and not NAME.match(topo.builder.name):
+        raise _fail(doc, ("builder", "name"), f"{topo.builder.name!r} is not a builder or Docker context name; valid: "
+                                              "letters, digits, '_', '.', '-' (see `docker buildx ls`)")
 
 
 def _check_registries(doc: Document, topo: Topology) -> None:

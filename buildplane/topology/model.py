@@ -124,6 +124,8 @@ class Modes(_Model):
 
 class Builder(_Model):
     network: str | None = None  # e.g. "host" where the builder has no bridge network (the local lab)
+    name: str | None = None  # a buildx builder instance or a Docker context (a shared build worker)
+    max_parallel: int | None = Field(default=None, ge=1)  # builds at once on it (unset: no limit of ours)
 
 
 class Telemetry(_Model):

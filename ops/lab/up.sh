@@ -32,26 +32,39 @@ wait_for() {  # wait_for WHAT SECONDS CMD...
   echo "lab: $what did not come up within ${secs}s (logs in $BP_LAB_RUN)" >&2; exit 1
 }
 
-# --- containerd + dockerd ------------------------------------------------------------------
-cat >"$BP_LAB_RUN/containerd.toml" <<EOF
+# --- containerd + dockerd: the workstation's builder, and a "remote" build worker -------------
+# daemon SUFFIX DIR: a containerd + dockerd pair (containerd image store, so buildx exports registry
+# cache) with its sockets under DIR; PIDs recorded as containerd$SUFFIX / dockerd$SUFFIX.
+daemon() {
+  local suffix=$1 dir=$2
+  mkdir -p "$dir"
+  cat >"$dir/containerd.toml" <<EOF
 version = 2
-root = "$BP_LAB_RUN/containerd/root"
-state = "$BP_LAB_RUN/containerd/state"
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
-  address = "$BP_LAB_RUN/containerd.sock"
+  address = "$dir/containerd.sock"
 EOF
-start containerd "$BP_LAB_RUN/containerd.log" "$BP_LAB_BIN/containerd" --config "$BP_LAB_RUN/containerd.toml"
-wait_for containerd 20 test -S "$BP_LAB_RUN/containerd.sock"
-
-echo '{"features": {"containerd-snapshotter": true}}' >"$BP_LAB_RUN/daemon.json"
-start dockerd "$BP_LAB_RUN/dockerd.log" "$BP_LAB_BIN/dockerd" --containerd "$BP_LAB_RUN/containerd.sock" \
-  --data-root "$BP_LAB_RUN/docker" --exec-root "$BP_LAB_RUN/dx" -H "unix://$BP_LAB_RUN/docker.sock" \
-  --iptables=false --ip6tables=false --bridge=none --pidfile "$BP_LAB_RUN/dockerd.pidfile" \
-  --config-file "$BP_LAB_RUN/daemon.json"
+  start "containerd$suffix" "$dir/containerd.log" "$BP_LAB_BIN/containerd" --config "$dir/containerd.toml"
+  wait_for "containerd$suffix" 20 test -S "$dir/containerd.sock"
+  echo '{"features": {"containerd-snapshotter": true}}' >"$dir/daemon.json"
+  start "dockerd$suffix" "$dir/dockerd.log" "$BP_LAB_BIN/dockerd" --containerd "$dir/containerd.sock" \
+    --data-root "$dir/docker" --exec-root "$dir/dx" -H "unix://$dir/docker.sock" \
+    --iptables=false --ip6tables=false --bridge=none --pidfile "$dir/dockerd.pidfile" \
+    --config-file "$dir/daemon.json"
+}
+daemon "" "$BP_LAB_RUN"
+# The shared build worker (#17): a second daemon on its own socket, reached as the Docker context
+# `bp-worker` — what a workstation sees of a remote build host.
+daemon "-worker" "$BP_LAB_RUN/worker"
 export DOCKER_HOST="unix://$BP_LAB_RUN/docker.sock" DOCKER_CONFIG="$BP_LAB_DIR/docker-config"
 ln -sf "$BP_LAB_BIN/docker-buildx" "$DOCKER_CONFIG/cli-plugins/docker-buildx"
 wait_for dockerd 60 docker info
+wait_for dockerd-worker 60 docker -H "unix://$BP_LAB_RUN/worker/docker.sock" info
+docker context inspect bp-worker >/dev/null 2>&1 ||
+  docker context create bp-worker --description "buildplane lab: the shared build worker" \
+    --docker "host=unix://$BP_LAB_RUN/worker/docker.sock" >/dev/null
 
 # --- registries ------------------------------------------------------------------------------
 pwfile="$BP_LAB_DIR/secrets/final.password"
@@ -100,6 +113,7 @@ lab = sys.argv[1]
 json.dump({"DOCKER_HOST": f"unix://{lab}/run/docker.sock", "DOCKER_CONFIG": f"{lab}/docker-config", "bin": f"{lab}/bin",
            "final": "127.0.0.1:15001", "cache": "127.0.0.1:15002", "mirror": "127.0.0.1:15003",
            "final_user": "buildplane", "final_password_file": f"{lab}/secrets/final.password",
-           "pids": f"{lab}/run/pids"}, open(f"{lab}/env.json", "w"), indent=2)
+           "pids": f"{lab}/run/pids", "worker_context": "bp-worker",
+           "worker_docker_host": f"unix://{lab}/run/worker/docker.sock"}, open(f"{lab}/env.json", "w"), indent=2)
 PY
-log "up: final 127.0.0.1:15001 (auth), cache 127.0.0.1:15002, mirror 127.0.0.1:15003; builder $DOCKER_HOST"
+log "up: final 127.0.0.1:15001 (auth), cache 127.0.0.1:15002, mirror 127.0.0.1:15003; builder $DOCKER_HOST; worker context bp-worker"
