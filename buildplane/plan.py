@@ -18,16 +18,12 @@ from .freshness.bases import BaseDigests
 from .kubecontext import KubeContext, resolve
 from .state import StateDir
 from .steps.base import Step
-from .steps.browser import BrowserStep, find_chromium, require_playwright
 from .steps.build import BuildStep
 from .steps.builder_check import BuilderCheckStep
 from .steps.cache_export import CacheExportStep
 from .steps.tag import TagStep
-from .steps.handback import HandbackStep
 from .steps.release import ReleaseStep
 from .steps.smoke import SmokeStep
-from .steps.stop_tilt import StopTiltStep
-from .steps.sync import SyncSpec
 from .tools import helm as helm_tool
 from .tools.builders import BuilderChoice, choose as choose_builder
 from .tools.git import git_sha
@@ -253,11 +249,12 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
     )
 
 
-def sync_spec(topo: Topology, opts: Options, name: str, context: Path, base: Path) -> SyncSpec | None:
+def sync_spec(topo: Topology, opts: Options, name: str, context: Path, base: Path):
     """The target's sync rules, in dev only (a synced image never stands in for a built one elsewhere),
     and not with --rebuild or --force."""
     if opts.mode != "dev" or opts.rebuild or opts.force or not topo.targets[name].sync:
         return None
+    from .steps.sync import SyncSpec
     from .topology.sync_rules import RuleError, for_target
     try:
         return SyncSpec(tuple(for_target(topo, name, base)), context)
@@ -317,6 +314,8 @@ def smoke_plan(topo: Topology, names: tuple[str, ...], *, browser: bool, deadlin
     targets = smoke_targets(topo, names, browser)
     plan = Plan(mode="dev", targets=targets, kind="smoke", fail_fast=False)
     if browser:
+        from .steps.browser import BrowserStep, find_chromium, require_playwright  # the browser smoke's alone
+
         chromium = find_chromium()  # exit 4 before anything runs
         require_playwright()
         for name in targets:
@@ -336,6 +335,9 @@ def handback_plan(topo: Topology, opts: Options, *, runner: Runner, state: State
     argo = topo.modes.deploy.argo
     plan = Plan(mode="deploy", targets=list(argo.apps), kind="handback", namespace=topo.modes.deploy.namespace,
                 revision=git_sha(runner, Path.cwd()), fail_fast=False)
+    from .steps.handback import HandbackStep  # deploy mode's own: the dev loop never loads Argo CD's client
+    from .steps.stop_tilt import StopTiltStep
+
     stop = StopTiltStep(state.tilt)
     dev_tag = contract.dev_tag_regex(topo)
     plan.steps.append(stop)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from pathlib import Path
 
 from ..errors import BuildplaneError, Missing, StepFailed
@@ -30,9 +30,10 @@ from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from ..tools import builders
 from ..tools.builders import BuilderChoice
-from . import sync
 from .base import RunContext, Status, StepFields, StepResult
-from .sync import SyncSpec
+
+if TYPE_CHECKING:
+    from .sync import SyncSpec
 
 BUILD_TIMEOUT_S = 3600.0
 PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
@@ -238,6 +239,7 @@ class BuildStep(StepFields):
     def _sync(self, ctx: RunContext, record: dict | None, facts: BuildFacts, started: float) -> StepResult | None:
         """The next image as the last built one plus a layer of the changed files (steps/sync.py), or None:
         then the build, with the reason in the log when the change was not the rules' to take."""
+        from . import sync  # tar, gzip and the registry's write side: only for a target with sync rules
         base = sync.base_of(record)
         if base is None:
             return None

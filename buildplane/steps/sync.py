@@ -23,12 +23,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import Missing
 from ..topology.sync_rules import SyncTarget
-from ..tools.oci_layer import Entry, Layer, make_layer
 from ..tools.registry import Ref
 from ..state import write_json_atomic
+
+if TYPE_CHECKING:
+    from ..tools.oci_layer import Entry, Layer
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -83,6 +86,8 @@ def _owner(chown: str | None) -> tuple[int, int]:
 def entries(spec: SyncSpec, base_files: dict[str, str], files: dict[str, str]) -> list[Entry]:
     """The layer that turns the built image into one with today's files; NotSyncable when a change lies
     outside the rules (or is not a file at all: the Dockerfile, a base image)."""
+    from ..tools.oci_layer import Entry  # tarfile and gzip: only when something is synced
+
     changed = sorted(p for p in set(base_files) | set(files) if base_files.get(p) != files.get(p))
     if not changed:
         raise NotSyncable("the files are the built image's again")
@@ -195,6 +200,8 @@ def next_image(ctx, content_ref: str, tag: str, base_digest: str, platform: str 
         config = json.loads(_kept(ctx, ref.host, ref.repo, manifest["config"]["digest"], ctx.registry.blob))
     except Missing as exc:
         raise NotSyncable(f"the last built image {base_digest[:19]} cannot be read ({exc.message})") from None
+    from ..tools.oci_layer import make_layer
+
     layer = make_layer(layer_entries)
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
