@@ -1,4 +1,4 @@
-"""A small OCI distribution client (httpx): manifest HEAD for freshness (with the push scope, so wrong
+"""A small OCI distribution client (tools/http.py, or httpx): manifest HEAD for freshness (with the push scope, so wrong
 credentials fail there, before anything is built), and registry-side tagging (copy a manifest under
 a new tag: no build, no layer upload).
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -62,9 +63,28 @@ def plain_http_host(host: str, listed) -> bool:
     return name in ("localhost", "[::1]") or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
 
 
+def _failure(exc: BaseException) -> str | None:
+    """timeout | reset | unreachable for a failed call of either client (tools/http.py or httpx), else None."""
+    from . import http
+    if isinstance(exc, http.Timeout):
+        return "timeout"
+    if isinstance(exc, http.Reset):
+        return "reset"
+    if isinstance(exc, http.Unreachable):
+        return "unreachable"
+    httpx = sys.modules.get("httpx")
+    if httpx is None:
+        return None
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return "reset"
+    return "unreachable" if isinstance(exc, httpx.HTTPError) else None
+
+
 class RegistryClient:
-    """Talks to registries with one httpx.Client (injected in tests; made on first use otherwise, so a
-    run that needs no registry never imports httpx)."""
+    """Talks to registries with one HTTP client (an httpx.Client injected in tests; made on first use
+    otherwise, so a run that needs no registry makes none)."""
 
     def __init__(self, client=None, plain_http: frozenset[str] = frozenset(),
                  environ=None, timeout: float = 5.0, attempts: int = 3, backoff_s: float = 0.25,
@@ -83,20 +103,33 @@ class RegistryClient:
 
     @property
     def client(self):
+        """The injected client, else the standard library's (tools/http.py: no httpx import on the edit
+        loop), else httpx where a proxy is configured (it speaks to proxies)."""
         with self._made:
             if self._client is None:
-                import httpx
+                import urllib.request
 
-                self._client = httpx.Client(timeout=self._timeout)
+                if {"http", "https"} & set(urllib.request.getproxies()):
+                    import httpx
+
+                    self._client = httpx.Client(timeout=self._timeout)
+                else:
+                    from .http import HttpClient
+
+                    self._client = HttpClient(timeout=self._timeout)
             return self._client
 
     def prepare(self, host: str, connections: int = 2) -> None:
-        """Get ready for a run that will talk to `host`, in the background while the run plans: import
-        httpx and open `connections` pooled connections (a TLS handshake is two round trips more on a
+        """Get ready for a run that will talk to `host`, in the background while the engine starts: make
+        the client and open `connections` pooled connections (a TLS handshake is two round trips more on a
         remote registry). Nothing waits for it; a failure here only means the first request connects."""
         def connect() -> None:
+            client = self.client
             try:
-                self.client.get(self._base(host) + "/v2/")
+                if hasattr(client, "open"):  # tools/http.py: connect only, no request
+                    client.open(self._base(host) + "/v2/")
+                else:
+                    client.get(self._base(host) + "/v2/")
             except Exception:  # noqa: BLE001 - the real request will say what is wrong
                 pass
         for _ in range(connections):
@@ -142,8 +175,6 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def _request_once(self, method: str, host: str, path: str, scope: str, **kw):
-        import httpx
-
         url = self._base(host) + path
         headers = dict(kw.pop("headers", {}))
         try:
@@ -161,12 +192,16 @@ class RegistryClient:
                     self._remember_challenge(host, challenge)
                     headers["Authorization"] = auth
                     resp = self.client.request(method, url, headers=headers, **kw)
-        except httpx.TimeoutException:
-            raise Missing(f"registry {host} did not answer within {self.client.timeout.read}s") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise _Reset(type(exc).__name__) from None
-        except httpx.HTTPError as exc:
-            raise Missing(f"registry {host} does not answer ({type(exc).__name__}); is it up? (`make lab-up` for the lab)") from None
+        except Exception as exc:  # noqa: BLE001 - sorted into the three ways a call fails, whichever client
+            kind = _failure(exc)
+            if kind == "timeout":
+                raise Missing(f"registry {host} did not answer within {self.client.timeout.read}s") from None
+            if kind == "reset":
+                raise _Reset(type(exc).__name__) from None
+            if kind == "unreachable":
+                raise Missing(f"registry {host} does not answer ({type(exc).__name__}); is it up? "
+                              "(`make lab-up` for the lab)") from None
+            raise
         if resp.status_code == 401:
             who = "the credentials in your Docker config" if credentials_for(host, self.environ, self.runner) else "no credentials"
             raise Missing(f"registry {host} refused {who} (HTTP 401); run `docker login {host}`")
