@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
 # Named, not imported, here: a command loads only its own module, so `--help`, `resources` (Tilt's
 # start-up) and a no-op `up` do not pay for every other command's imports.
 COMMANDS: dict[str, str] = {name: f"buildplane.commands.{name}" for name in (
-    "env", "plan", "up", "resources", "smoke", "handback", "events", "status", "explain", "tilt", "doctor")}
+    "env", "plan", "up", "resources", "smoke", "handback", "events", "status", "explain", "tilt", "doctor", "logs",
+    "restart")}
 
 
 def command(name: str) -> Callable:
@@ -143,6 +144,27 @@ def _insight_commands(subs) -> None:
              "buildplane status --mode dev")
     p.add_argument("--mode", choices=("dev", "staging"), default="dev")
     p.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: every target)")
+    p.add_argument("--pods", action="store_true",
+                   help="ask the cluster (read-only): release, pods, restarts, and whether they run the released image")
+    p.add_argument("--kube-context", help="with --pods: the kube context (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = _sub(subs, "logs", "read-only: the logs of every pod of the targets' releases, prefixed pod/container",
+             "buildplane logs portal -f --since 10m")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: the non-optional ones with a chart)")
+    p.add_argument("-f", "--follow", action="store_true", help="follow, and pick up new pods as they roll; Ctrl-C stops")
+    p.add_argument("--since", metavar="DURATION", help="only lines newer than this, e.g. 30s, 10m, 2h")
+    p.add_argument("--previous", action="store_true", help="the logs of each container's previous run (after a crash)")
+    p.add_argument("--tail", type=int, metavar="N", help="the last N lines of each container")
+    p.add_argument("--mode", choices=("dev", "staging"), default="dev")
+    p.add_argument("--kube-context", help="the kube context (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
+
+    p = _sub(subs, "restart", "a rolling restart through Helm (same image, new revision), never kubectl",
+             "buildplane restart portal")
+    p.add_argument("targets", nargs="+", metavar="TARGET", help="the targets to restart")
+    p.add_argument("--mode", choices=("dev", "staging"), default="dev")
+    p.add_argument("--apply", action="store_true", help="staging: allow the restart (staging changes nothing live without it)")
+    p.add_argument("--kube-context", help="the kube context (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = _sub(subs, "explain", "which path a change to PATH takes (rebuild + release / release only / nothing) and why",

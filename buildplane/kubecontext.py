@@ -22,9 +22,10 @@ def kubeconfig_files(environ: dict[str, str]) -> list[Path]:
 
 def _read(path: Path) -> dict:
     try:
-        from ruamel.yaml import YAML  # here: a run that reads no kubeconfig never loads the YAML parser
+        text = path.read_text()
+        from ruamel.yaml import YAML  # here: a run with no kubeconfig to read never loads the YAML parser
 
-        data = YAML(typ="safe").load(path.read_text())
+        data = YAML(typ="safe").load(text)
     except Exception:  # noqa: BLE001 - an unreadable or malformed kubeconfig means "no context", not a crash
         return {}
     return data if isinstance(data, dict) else {}

@@ -56,7 +56,7 @@ class Options:
 class Plan:
     mode: str
     targets: list[str]
-    kind: str = "up"  # up | smoke | handback: which summary the run prints
+    kind: str = "up"  # up | smoke | handback | restart: which summary the run prints
     steps: list[Step] = field(default_factory=list)
     kube_context: KubeContext | None = None
     namespace: str | None = None

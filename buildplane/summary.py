@@ -112,4 +112,16 @@ def handback_view(s: RunSummary) -> dict:
     return {**_head(s), "tilt": stop.reason if stop else "", "apps": apps}
 
 
-VIEWS = {"up": up_view, "smoke": smoke_view, "handback": handback_view}
+def restart_view(s: RunSummary) -> dict:
+    targets = {}
+    for name in s.plan.targets:
+        r = s.result(f"restart:{name}")
+        targets[name] = {"restart": _release_word(r), "reason": r.reason if r else "",
+                         "revision": r.facts.revision if r is not None and r.facts is not None else None}
+    out = {**_head(s), "targets": targets}
+    if s.error:
+        out["error"] = s.error
+    return out
+
+
+VIEWS = {"up": up_view, "smoke": smoke_view, "handback": handback_view, "restart": restart_view}

@@ -184,3 +184,17 @@ def test_a_builder_gone_during_the_build_is_exit_4_naming_it(tools):
     assert summary.exit_code == 4
     assert summary.error.startswith("the environment's builder does not answer: Cannot connect to the Docker daemon")
     assert "docker buildx inspect --bootstrap" in summary.error
+
+
+def test_a_probe_that_cannot_reach_the_builder_is_exit_4_naming_it(tools, monkeypatch):
+    tools["docker"].expect("buildx", "inspect", exit=1,
+                           stderr="Cannot connect to the Docker daemon at unix:///gone.sock. Is the docker daemon running?\n")
+    monkeypatch.setenv("PATH", f"{tools['bin']}:{os.environ['PATH']}")  # python-on-whales runs `docker` from PATH
+    plan = make_plan(load("topology.yaml"), Options(mode="dev", targets=("api",)),
+                     runner=Runner(extra_path=[str(tools["bin"])]))
+    ctx = run_context(tools["bin"], registry_stub(set())[0])
+    ctx.builder = BuilderCaps(lambda: buildx.cached_capability(ctx.state.builder_caps))
+    summary = Engine(plan, ctx).run()
+    assert summary.exit_code == 4
+    assert "the environment's builder does not answer: Cannot connect to the Docker daemon" in summary.error
+    assert not [c for c in tools["docker"].calls if c[:2] == ["buildx", "build"]]

@@ -392,3 +392,20 @@ def test_explain_names_the_sync_path_and_plan_shows_the_rules(synced_workspace, 
     assert "sync instead when every change since the last built image lies inside these rules" in res.out
     assert "ctx/www → /srv/www (COPY at Dockerfile line 3)" in res.out
     assert "sync instead" not in run_cli("--topology", "topology.yaml", "plan", "--mode", "dev", "api", "--rebuild").out
+
+
+def test_a_synced_image_under_a_moved_mode_tag_is_tagged_not_uploaded(synced_workspace):
+    tools, reg = synced_workspace
+    built_image(tools, reg)
+    assert run(tools, reg).exit_code == 0
+    Path("ctx/www/index.html").write_text("<p>v2</p>\n")
+    synced = run(tools, reg).to_json()["targets"]["api"]
+    assert synced["build"] == "synced"
+    # A commit moves the mode tag (here: the tag template); the inputs are the synced ones.
+    Path("topology.yaml").write_text(SYNC_TOPOLOGY.replace('tag: "dev-{git_sha}', 'tag: "dev-next-{git_sha}'))
+    reg.seen.clear()
+    again = run(tools, reg).to_json()["targets"]["api"]
+    assert again["build"] == "fresh" and "the synced image of these inputs" in again["reason"]
+    assert again["digest"] == synced["digest"] and again["image"].split(":")[-1].startswith("dev-next-")
+    assert reg.tags[f"{REPO}:{again['image'].split(':')[-1]}"] == synced["digest"]
+    assert not [s for s in reg.seen if s.startswith(("POST", "PATCH"))] and builds(tools) == 1  # no upload, no build

@@ -36,9 +36,9 @@ def evaluate(tilt_args: list[str], monkeypatch) -> tuple[dict, list[str]]:
         return out.stdout
 
     def local_resource(name, cmd=None, deps=None, ignore=None, labels=None, resource_deps=None, trigger_mode=None,
-                       auto_init=True, allow_parallel=False):
+                       auto_init=True, allow_parallel=False, links=None):
         resources[name] = {"cmd": cmd, "deps": deps, "ignore": ignore, "labels": labels, "resource_deps": resource_deps,
-                           "trigger_mode": trigger_mode, "auto_init": auto_init}
+                           "trigger_mode": trigger_mode, "auto_init": auto_init, "links": links}
 
     module = sl.Module()
     for name, fn in {"_define_bool": define_bool, "_parse": parse, "_exists": os.path.exists, "_getenv": os.getenv,
@@ -53,7 +53,7 @@ def evaluate(tilt_args: list[str], monkeypatch) -> tuple[dict, list[str]]:
 def test_default_resources(monkeypatch):
     resources, flags = evaluate([], monkeypatch)
     assert {"worker", "agent_server", "e2e"} <= set(flags)
-    assert set(resources) == {"runtime", "portal", "staging-mode", "deploy-mode"}
+    assert set(resources) == {"runtime", "portal", "staging-mode", "deploy-mode", "logs", "status-pods"}
     runtime = resources["runtime"]
     assert runtime["cmd"][-4:] == ["up", "--mode", "dev", "runtime"]
     assert runtime["labels"] == ["app"] and runtime["trigger_mode"] == "auto"
@@ -62,6 +62,13 @@ def test_default_resources(monkeypatch):
     assert ".buildplane" in runtime["ignore"]
     assert resources["deploy-mode"]["trigger_mode"] == "manual" and resources["deploy-mode"]["labels"] == ["mode"]
     assert resources["deploy-mode"]["auto_init"] is False
+    # the public routes show in the Tilt UI: the smoke URLs and the browser page
+    assert runtime["links"] == ["http://127.0.0.1:18080/healthz"]
+    assert resources["portal"]["links"] == ["http://127.0.0.1:18081/"]
+    for name, args in (("logs", ["logs", "--tail", "200"]), ("status-pods", ["status", "--pods"])):
+        r = resources[name]  # read-only diagnostics, on demand
+        assert r["labels"] == ["diagnostics"] and r["trigger_mode"] == "manual" and r["auto_init"] is False
+        assert r["cmd"][-len(args):] == args
 
 
 def test_flags_add_optional_targets_and_the_smoke(monkeypatch):

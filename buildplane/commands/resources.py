@@ -10,6 +10,12 @@ from ..topology import Topology
 ALWAYS_IGNORE = [".buildplane", "output", ".git", ".venv", "**/__pycache__"]
 
 
+def links(t) -> list[str]:
+    """A target's public routes (its smoke URLs and browser page), for the Tilt UI to show."""
+    urls = [r.url for r in t.smoke] + ([t.browser.url] if t.browser else [])
+    return list(dict.fromkeys(urls))
+
+
 def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
     resources = []
     for name, t in topo.targets.items():
@@ -25,6 +31,7 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
             "trigger": "auto",
             "auto_init": True,
             "builds": True,  # takes --remote-cache (Tilt's --remote_cache flag)
+            "links": links(t),
         })
     for name, t in topo.targets.items():
         if t.browser:
@@ -34,6 +41,13 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
                 # runs once after its app when started with --e2e (so `tilt ci -- --e2e` includes it), then on demand
                 "auto_init": True, "resource_deps": [name],
             })
+    if any(t.chart for t in topo.targets.values()):  # read-only diagnostics, run on demand from the Tilt UI
+        resources.append({"name": "logs", "args": ["logs", "--tail", "200"], "deps": [], "ignore": [],
+                          "labels": ["diagnostics"], "optional": False, "flag": None, "trigger": "manual",
+                          "auto_init": False})
+        resources.append({"name": "status-pods", "args": ["status", "--pods"], "deps": [], "ignore": [],
+                          "labels": ["diagnostics"], "optional": False, "flag": None, "trigger": "manual",
+                          "auto_init": False})
     if topo.modes.staging is not None:
         resources.append({"name": "staging-mode", "args": ["up", "--mode", "staging", "--build-only"], "deps": [],
                           "ignore": [], "labels": ["mode"], "optional": False, "flag": None, "trigger": "manual",

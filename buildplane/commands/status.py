@@ -1,7 +1,8 @@
 """`buildplane status`: per target, is what runs (the last release's image) what the working tree builds now?
 
 Answered from the release records the release step writes (image inputs, chart and values hashes),
-so it needs no cluster and no registry: one stat per file, thanks to the stat cache.
+so it needs no cluster and no registry: one stat per file, thanks to the stat cache. `--pods` asks the
+cluster too, read-only (tools/kube.py): the release, its pods, and whether they run what was released.
 """
 from __future__ import annotations
 
@@ -103,8 +104,51 @@ def status(topo: Topology, mode: str, targets: list[str], base: Path, state: Sta
         cache.save()
 
 
+def pod_reports(topo: Topology, mode: str, names: list[str], state: StateDir, reader, runner) -> list:
+    """Per released target, read-only: the release (helm status), its workloads and pods (the API), and
+    whether they run the digest this tree last released (diagnostics.judge)."""
+    from .. import diagnostics
+    from ..contract import image_repo, release_name
+    from ..tools.manifests import release_status
+    from ._cluster import selector
+
+    out = []
+    for name in names:
+        release = release_name(topo, name)
+        helm = runner.run(["helm", "status", release, "--namespace", reader.namespace, "--kube-context",
+                           reader.context, "-o", "json"], timeout=30, check=False)
+        status_word, revision = release_status(helm.stdout) if helm.exit_code == 0 else (
+            "not installed" if "not found" in helm.stderr else "unknown", None)
+        record = read_json(state.release_record(mode, name)) or {}
+        label = selector(topo, name)
+        report = diagnostics.TargetPods(name, release, status_word, revision,
+                                        record.get("image_digest") if record.get("applied") else None)
+        report.workloads = diagnostics.workloads(reader.deployments(label), reader.autoscalers(label))
+        report.pods = [diagnostics.pod_view(p, image_repo(topo, name)) for p in reader.pods(label)]
+        out.append(diagnostics.judge(report, mode))
+    return out
+
+
+def print_pods(reports: list) -> None:
+    for r in reports:
+        head = f"{r.target}: release {r.release} {r.release_status}" + (f" at revision {r.revision}" if r.revision else "")
+        verdict = ("runs the image buildplane released" if r.runs_released else
+                   "does NOT run the image buildplane released" if r.runs_released is False else "")
+        print(f"{head}{'; ' + verdict if verdict else ''}")
+        for w in r.workloads:
+            print(f"  {w.line()}")
+        for p in r.pods:
+            runs = ", ".join(d[:19] + "…" for d in p.digests) or "no image yet"
+            print(f"  pod {p.name}: {p.phase}, ready {p.ready}, restarts {p.restarts}, runs {runs}"
+                  + (f" — {p.problem}" if p.problem else ""))
+        if r.fix:
+            print(f"  fix: {r.fix}")
+
+
 def run(args, topology) -> int:
     topo, _ = topology(args)
+    if getattr(args, "pods", False):
+        return run_pods(args, topo)
     names = select_targets(topo, tuple(args.targets)) if args.targets else list(topo.targets)
     results = status(topo, args.mode, names, Path.cwd(), StateDir.from_env())
     if args.json:
@@ -116,3 +160,21 @@ def run(args, topology) -> int:
             if r.cache_export:
                 print(f"{r.target}: {export_sentence(r.cache_export, now)}")
     return 0
+
+
+def run_pods(args, topo: Topology) -> int:
+    """`status --pods`: what runs in the cluster, read-only, for the mode's namespace and the allowed context."""
+    from ..tools.kube import KubeReader
+    from ..tools.run import Runner
+    from ._cluster import cluster, released_targets
+
+    where = cluster(topo, args.mode, args.kube_context)
+    names = released_targets(topo, list(args.targets))
+    reports = pod_reports(topo, args.mode, names, StateDir.from_env(), KubeReader(where.context, where.namespace),
+                          Runner())
+    if args.json:
+        print_json({"mode": args.mode, "namespace": where.namespace, "kube_context": where.context,
+                    "targets": {r.target: r.to_json() for r in reports}})
+    else:
+        print_pods(reports)
+    return 0 if all(r.runs_released is not False for r in reports) else 1

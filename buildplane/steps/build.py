@@ -243,6 +243,12 @@ class BuildStep(StepFields):
         base = sync.base_of(record)
         if base is None:
             return None
+        if record.get("synced") and self._same_inputs(record) and record.get("ref") != self.ref:
+            # The synced image of these very inputs, under a mode tag that moved (a commit): tag it, no upload.
+            facts.digest = ctx.registry.copy_tag(record["ref"], self.tag) or record["digest"]
+            write_json_atomic(ctx.state.build_record(self.mode, self.target), {**record, "ref": self.ref})
+            return StepResult("build", self.target, Status.FRESH, f"fresh: the synced image of these inputs, "
+                              f"tagged {self.tag} registry-side", time.monotonic() - started, facts)
         try:
             if base["spec"] != self.inputs.spec:
                 raise sync.NotSyncable("the Dockerfile, a build arg, the build target or a base image changed")

@@ -55,6 +55,34 @@ def parse_revision(helm_output: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def live_release(ctx: RunContext, status_argv: list[str]) -> tuple[str, int | None]:
+    """The live release's status and revision: one read-only call, allowed even after an interrupt."""
+    try:
+        out = ctx.runner.run(status_argv, timeout=30, even_if_cancelled=True, check=False)
+    except Missing:
+        return "unknown", None
+    if out.exit_code != 0:
+        return ("not installed" if "not found" in out.stderr else "unknown"), None
+    return release_status(out.stdout)
+
+
+def helm_upgrade(ctx: RunContext, argv: list[str], timeout_s: float, target: str, status_argv: list[str]):
+    """The one mutation (an upgrade or a restart); protected from other targets' failures and given a grace
+    on interrupt by the runner; on failure, what Helm left and how to recover."""
+    try:
+        return ctx.runner.run(argv, timeout=timeout_s + 60, protected=True)
+    except CommandFailed as exc:
+        status, revision = live_release(ctx, status_argv)
+        how = "was stopped by a signal" if exc.signalled else "timed out" if exc.timed_out else "failed"
+        last = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else "no output"
+        release, namespace, context = status_argv[2], status_argv[4], status_argv[6]
+        left = f"Helm left the release {status}" + (f" at revision {revision}" if revision else "")
+        if status.startswith("pending"):
+            left += (f"; recover with `helm rollback {release} -n {namespace} --kube-context {context}` "
+                     "before the next release")
+        raise StepFailed(f"{target}: helm {argv[1]} of {release} {how} ({last}); {left}") from None
+
+
 @dataclass(frozen=True)
 class ReleaseStep(StepFields):
     kind: ClassVar[str] = "release"
@@ -140,28 +168,10 @@ class ReleaseStep(StepFields):
         return StepResult("release", self.target, Status.SUCCEEDED, stale, time.monotonic() - started, facts)
 
     def _upgrade(self, ctx: RunContext):
-        """The one mutation; on failure (or an interrupt that outlasted the grace) say what Helm left."""
-        try:
-            return ctx.runner.run(self.argv(), timeout=helm_timeout_s(self.timeout) + 60, protected=True)
-        except CommandFailed as exc:
-            status, revision = self._live(ctx)
-            how = "was stopped by a signal" if exc.signalled else "timed out" if exc.timed_out else "failed"
-            last = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else "no output"
-            left = f"Helm left the release {status}" + (f" at revision {revision}" if revision else "")
-            if status.startswith("pending"):
-                left += (f"; recover with `helm rollback {self.release} -n {self.namespace} "
-                         f"--kube-context {self.kube_context}` before the next release")
-            raise StepFailed(f"{self.target}: helm upgrade {how} ({last}); {left}") from None
+        return helm_upgrade(ctx, self.argv(), helm_timeout_s(self.timeout), self.target, self.status_argv())
 
     def _live(self, ctx: RunContext) -> tuple[str, int | None]:
-        """The live release's status and revision: one read-only call, allowed even after an interrupt."""
-        try:
-            out = ctx.runner.run(self.status_argv(), timeout=30, even_if_cancelled=True, check=False)
-        except Missing:
-            return "unknown", None
-        if out.exit_code != 0:
-            return ("not installed" if "not found" in out.stderr else "unknown"), None
-        return release_status(out.stdout)
+        return live_release(ctx, self.status_argv())
 
     def _stale(self, ctx: RunContext, previous: dict | None, inputs: str, image_digest: str) -> str | None:
         """None when the last release is still what runs; else why a new one is needed."""

@@ -84,13 +84,11 @@ def _owner(chown: str | None) -> tuple[int, int]:
 
 
 def entries(spec: SyncSpec, base_files: dict[str, str], files: dict[str, str]) -> list[Entry]:
-    """The layer that turns the built image into one with today's files; NotSyncable when a change lies
-    outside the rules (or is not a file at all: the Dockerfile, a base image)."""
+    """The layer that turns the built image into one with today's files (none: they are the built image's
+    again); NotSyncable when a change lies outside the rules (or is not a file: the Dockerfile, a base image)."""
     from ..tools.oci_layer import Entry  # tarfile and gzip: only when something is synced
 
     changed = sorted(p for p in set(base_files) | set(files) if base_files.get(p) != files.get(p))
-    if not changed:
-        raise NotSyncable("the files are the built image's again")
     rules: dict[str, SyncTarget] = {}
     for rel in changed:
         rule = None if rel.startswith("<") else spec.rule_for(rel)
@@ -111,7 +109,7 @@ def entries(spec: SyncSpec, base_files: dict[str, str], files: dict[str, str]) -
         if rel not in files:
             gone = _gone_root(rel, rule, live_dirs)
             path = rule.image_path(gone)
-            out[path] = Entry(path, "whiteout", mtime=int(time.time()))
+            out[path] = Entry(path, "whiteout")  # no time of its own: the same edit makes the same layer
             continue
         st = os.lstat(spec.context / rel)
         path = rule.image_path(rel)

@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 
-TASK_TYPE = {"build": "build", "push": "build", "cache-export": "build", "release": "deploy", "handback": "deploy", "stop-tilt": "deploy",
+TASK_TYPE = {"build": "build", "push": "build", "cache-export": "build", "release": "deploy", "restart": "deploy", "handback": "deploy", "stop-tilt": "deploy",
              "wait": "deploy", "smoke": "test"}
 STEP_RESULT = {"succeeded": "success", "fresh": "skip", "failed": "failure", "not-run": "cancellation"}
 _SECRET_ENV = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|_KEY|AUTH|CREDENTIAL)", re.I)
@@ -119,7 +119,7 @@ def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
                       "buildplane.build": "synced" if facts.get("synced") else BUILD_WORD[result.status.value]})
         if facts.get("synced"):
             attrs.update({f"buildplane.sync.{k}": int(facts["synced"][k]) for k in ("files", "deleted", "bytes")})
-    if step.kind == "release":
+    if step.kind in ("release", "restart"):
         attrs["buildplane.release.revision"] = facts.get("revision")
         attrs["buildplane.release.applied"] = bool(facts.get("applied"))
     if step.kind == "handback":

@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import Missing
 from ..state import read_json, write_json_atomic
 from .builders import BuilderChoice
 
@@ -151,10 +152,18 @@ def probe_builder(choice: BuilderChoice = BuilderChoice()) -> BuilderInfo:
     and buildx's version. A Docker context is asked through that context, a builder instance by name."""
     from python_on_whales import DockerClient  # imported here: only a real build needs it
 
+    from python_on_whales.exceptions import DockerException
+
     docker = DockerClient(context=choice.name) if choice.context else DockerClient()
-    builder = docker.buildx.inspect(choice.name if choice.name and not choice.context else None)
-    driver = builder.driver
-    status = docker.info().driver_status or [] if driver == "docker" else []
+    try:
+        builder = docker.buildx.inspect(choice.name if choice.name and not choice.context else None)
+        driver = builder.driver
+        status = docker.info().driver_status or [] if driver == "docker" else []
+    except DockerException as exc:  # the builder (or its daemon) is not there: exit 4, naming it
+        said = next((line.strip() for line in (exc.stderr or "").splitlines() if line.strip()), "")
+        raise Missing(f"{choice.label} does not answer{': ' + said[:200] if said else ''}; check it with "
+                      f"`{' '.join(choice.inspect_argv())}` (no buildx? `make provision`, or install docker-buildx)"
+                      ) from None
     where = f" on Docker context {choice.name}" if choice.context else ""
     return BuilderInfo(supports_registry_cache(driver, status), f"builder {builder.name} (driver {driver}){where}",
                        driver, parse_version(docker.buildx.version()))

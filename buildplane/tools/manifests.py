@@ -4,9 +4,6 @@ from __future__ import annotations
 import json
 import re
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from ..errors import StepFailed
 
 _SOURCE = re.compile(r"^# Source: (.+)$", re.M)
@@ -14,6 +11,9 @@ _SOURCE = re.compile(r"^# Source: (.+)$", re.M)
 
 def rendered_objects(text: str) -> list[tuple[dict, str]]:
     """Every object of a `helm template` stream with the template it came from."""
+    from ruamel.yaml import YAML  # here: the no-op path renders nothing and never loads the YAML parser
+    from ruamel.yaml.error import YAMLError
+
     objects: list[tuple[dict, str]] = []
     yaml = YAML(typ="safe", pure=True)
     for chunk in re.split(r"(?m)^---\s*$", text):

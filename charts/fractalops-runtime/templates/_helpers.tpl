@@ -35,6 +35,10 @@ spec:
     metadata:
       labels:
         {{- include "fr.selector" . | nindent 8 }}
+      {{- with .root.Values.restartedAt }}
+      annotations:
+        buildplane.dev/restarted-at: {{ . | quote }}
+      {{- end }}
     spec:
       {{- with .root.Values.imagePullSecrets }}
       imagePullSecrets:
