@@ -23,6 +23,7 @@ from .steps.builder_check import BuilderCheckStep
 from .steps.cache_export import CacheExportStep
 from .steps.tag import TagStep
 from .steps.release import ReleaseStep
+from .steps.render import RenderStep
 from .steps.smoke import SmokeStep
 from .tools import helm as helm_tool
 from .tools.builders import BuilderChoice, choose as choose_builder
@@ -195,14 +196,15 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases, builder)
         # A chosen builder (a shared worker, a BuildKit pool) must answer before a target that may build
         # starts; the workstation's own daemon says at once when it is down.
-        if builder.name and build.talks_to_registry(state, opts.force):
+        busy = build.talks_to_registry(state, opts.force)  # it builds or syncs: a new release will follow
+        if builder.name and busy:
             check = check or BuilderCheckStep(choice=builder)
             build = replace(build, after=(check.id,))
         plan.steps += [build, TagStep(name, build, after=(build.id,), lock=name)]
         last = build.id
         if releasing and topo.targets[name].chart:
             helm_major = helm_major or helm_tool.major_version(runner, state.helm_version if persist else None) or 4
-            plan.steps += _release_steps(topo, opts, plan, build, base, helm_major, state)
+            plan.steps += _release_steps(topo, opts, plan, build, base, helm_major, state, render_early=busy)
             last = f"release:{name}"
         if build.cache_to and opts.mode == "dev":  # dev's export runs in the background after the release
             # (or, inline, waits for one an earlier dev run left running); other modes export in the build
@@ -272,7 +274,7 @@ def mode_provenance(topo: Topology, mode: str) -> bool | None:
 
 
 def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, base: Path,
-                   helm_major: int, state: StateDir) -> list[Step]:
+                   helm_major: int, state: StateDir, render_early: bool = False) -> list[Step]:
     """The release of one target, and its route smoke when it is really applied."""
     name, t, mode = build.target, topo.targets[build.target], topo.mode(opts.mode)
     ctx = plan.kube_context
@@ -285,10 +287,14 @@ def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, 
         values=tuple(contract.project_path(base, v) for v in t.values_for(opts.mode)), repo=build.repo,
         timeout=mode.helm_timeout, history_max=mode.history_max,
         helm_major=helm_major, render_only=render, image=build.inputs, state=state, cluster_scoped=t.cluster_scoped,
-        after=(build.id,), lock=name, note=note)
-    if not t.smoke or render:
-        return [release]
-    return [release, SmokeStep(name, t.smoke, mode.smoke_deadline_s, after=(release.id,), lock=name)]
+        after=(build.id, f"render:{name}") if render_early else (build.id,), lock=name, note=note,
+        render_id=f"render:{name}" if render_early else None)
+    # The build has work, so the release will be new: its render runs beside the build (steps/render.py).
+    steps: list[Step] = [RenderStep(name, release, lock=name)] if render_early else []
+    steps.append(release)
+    if t.smoke and not render:
+        steps.append(SmokeStep(name, t.smoke, mode.smoke_deadline_s, after=(release.id,), lock=name))
+    return steps
 
 
 # ---- smoke and handback ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import jsonschema
 
 from conftest import BASE_TOPOLOGY
+from http_json import send_json
 
 TOKEN = "s3cret-argo-token"
 SWAGGER = Path(__file__).resolve().parent / "contracts" / "argo-cd-swagger.json"
@@ -137,12 +138,7 @@ class ArgoStandIn:
                 body = json.loads(self.rfile.read(length)) if length else None
                 with standin._lock:
                     status, doc = standin.answer(method, url.path, query, body, self.headers.get("Authorization", ""))
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, doc)
 
             def do_GET(self):
                 self._handle("GET")

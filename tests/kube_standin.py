@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
 
+from http_json import send_json
+
 CONTRACT = json.loads((Path(__file__).parent / "contracts" / "kubernetes-openapi-subset.json").read_text())
 VERSION = CONTRACT["kubernetes_version"]
 ROUTES = [(re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"), path) for path in CONTRACT["paths"]]
@@ -134,12 +136,7 @@ class KubeStandIn:
         return self._log(h, params, query)
 
     def _json(self, h: BaseHTTPRequestHandler, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        send_json(h, status, body)
 
     def _list(self, h: BaseHTTPRequestHandler, what: str, namespace: str, selector: str) -> None:
         want = dict(term.split("=", 1) for term in selector.split(",") if "=" in term)

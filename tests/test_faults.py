@@ -328,7 +328,13 @@ def test_a_digest_that_is_not_sha256_hex_never_reaches_helm(tools, digest):
     FakeTool(tools["bin"], "docker").expect("buildx", "build", write_metadata=digest)
     summary = up(tools)
     assert summary.exit_code in (1, 3, 4)  # refused, or (empty) no digest at all
-    assert not [c for c in tools["helm"].calls if c[:1] in (["upgrade"], ["template"])]
+    assert not [c for c in tools["helm"].calls if c[:1] == ["upgrade"]]
+    # Only the render beside the build reached Helm, with its stand-in digest; the bad one never did.
+    for call in [c for c in tools["helm"].calls if c[:1] == ["template"]]:
+        assert call[-1].endswith("-image-render.json")
+    for values in Path(".buildplane/values").glob("*.json"):
+        assert digest not in values.read_text() or not digest
+    assert not Path(".buildplane/values/dev-api-image.json").exists()
 
 
 def test_helm_never_sees_the_kube_selection_environment(tmp_path, monkeypatch):

@@ -69,7 +69,11 @@ def test_dev_plan_helm_targets_dev_namespace_with_allowed_context(at_root, run_c
     assert argv[argv.index("--namespace") + 1] == "fractalops-dev"
     assert argv[argv.index("--kube-context") + 1] == "lxc-pve-lab"
     assert "--wait" in argv and "--history-max" in argv
-    assert release["after"] == ["build:runtime"]
+    # after its build; nothing was built here yet, so its render runs beside the build (steps/render.py)
+    assert release["after"] == ["build:runtime", "render:runtime"]
+    render = next(s for s in plan["steps"] if s["kind"] == "render")
+    assert render["after"] == [] and render["argv"][:3] == ["helm", "template", "fractalops-runtime"]
+    assert render["argv"][-1].endswith("dev-runtime-image-render.json")
 
 
 def test_staging_plan_uses_staging_cache_scope_and_no_release(at_root, run_cli):

@@ -9,7 +9,7 @@ import pytest
 
 from buildplane.commands._output import outcome_lines
 from buildplane.errors import Refused
-from conftest import run_process
+from conftest import HELM_STATUS, RENDERED, run_process
 from fakes import DIGEST, FakeTool, up
 
 
@@ -118,3 +118,33 @@ def test_context_outside_allow_list_calls_no_tool(tools, monkeypatch):
     with pytest.raises(Refused):
         up(tools)
     assert all(tools[n].calls == [] for n in ("docker", "helm", "kubectl"))
+
+
+def test_the_render_beside_the_build_is_the_release_with_the_pushed_digest(tools):
+    """The render runs with a stand-in digest while the image is made; the release puts the pushed digest in
+    its place — and renders again when the chart made something else of the stand-in."""
+    from buildplane.steps.release import STAND_IN
+    tools["helm"].rules.clear()
+    tools["helm"].expect("version", "--short", stdout="v4.1.4+g1234567\n")
+    tools["helm"].expect("template", stdout=RENDERED + f"  # image: registry.example/team/demo-api@{STAND_IN}\n")
+    tools["helm"].expect("upgrade", "--install", stdout="REVISION: 7\n")
+    tools["helm"].expect("status", stdout=HELM_STATUS)
+    summary = up(tools)
+    assert summary.exit_code == 0, summary.error
+    templates = [c for c in tools["helm"].calls if c[:1] == ["template"]]
+    assert len(templates) == 1 and templates[0][-1].endswith("dev-api-image-render.json")  # one render, the early one
+    assert summary.result("render:api").duration_s > 0
+    # A chart that shortens the digest: the stand-in shows through, so the release renders for real.
+    Path("ctx/app.txt").write_text("v2\n")
+    other = "sha256:" + "cd" * 32
+    tools["docker"].rules.clear()
+    tools["docker"].expect("buildx", "build", write_metadata=other)
+    tools["helm"].rules.clear()
+    tools["helm"].expect("version", "--short", stdout="v4.1.4+g1234567\n")
+    tools["helm"].expect("template", stdout=RENDERED + f"  # short: {STAND_IN[:23]}\n")
+    tools["helm"].expect("upgrade", "--install", stdout="REVISION: 8\n")
+    tools["helm"].expect("status", stdout=HELM_STATUS)
+    assert up(tools).exit_code == 0
+    templates = [c for c in tools["helm"].calls if c[:1] == ["template"]]
+    assert len(templates) == 3 and templates[-1][-1].endswith("dev-api-image.json")
+    assert other in Path(".buildplane/values/dev-api-image.json").read_text() and DIGEST != other

@@ -243,6 +243,9 @@ class BuildStep(StepFields):
         base = sync.base_of(record)
         if base is None:
             return None
+        if base["inputs_digest"] == self.inputs.digest and base["content_ref"] == self.content_ref:
+            # Back to the very files of the last build: its image is in the registry (this machine pushed it).
+            return self._fresh_elsewhere(ctx, record, facts, base["digest"], started)
         if record.get("synced") and self._same_inputs(record) and record.get("ref") != self.ref:
             # The synced image of these very inputs, under a mode tag that moved (a commit): tag it, no upload.
             facts.digest = ctx.registry.copy_tag(record["ref"], self.tag) or record["digest"]

@@ -55,6 +55,9 @@ def parse_revision(helm_output: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+STAND_IN = "sha256:" + "0" * 64  # the early render's digest (steps/render.py): no image has it
+
+
 def live_release(ctx: RunContext, status_argv: list[str]) -> tuple[str, int | None]:
     """The live release's status and revision: one read-only call, allowed even after an interrupt."""
     try:
@@ -101,8 +104,9 @@ class ReleaseStep(StepFields):
     image: ImageInputs | None = None  # what the image is built from, recorded for `status`
     state: StateDir = StateDir(Path(".buildplane"))  # where the image values file is written
     cluster_scoped: tuple[str, ...] = ()  # cluster-scoped kinds the chart may create
+    render_id: str | None = None  # a render started beside the build (steps/render.py), when there is one
 
-    def argv(self, template: bool | None = None) -> list[str]:
+    def argv(self, template: bool | None = None, image_values: Path | None = None) -> list[str]:
         """`helm upgrade --install` (or `helm template` when rendering only, or to check first)."""
         template = self.render_only if template is None else template
         if template:
@@ -110,7 +114,7 @@ class ReleaseStep(StepFields):
         else:
             argv = ["helm", "upgrade", "--install", self.release, str(self.chart), "--namespace", self.namespace,
                     "--kube-context", str(self.kube_context)]
-        for v in (*self.values, self.image_values):
+        for v in (*self.values, image_values or self.image_values):
             argv += ["-f", str(v)]
         if not template:
             argv += ["--wait", "--timeout", self.timeout, "--history-max", str(self.history_max)]
@@ -154,18 +158,27 @@ class ReleaseStep(StepFields):
                               "fresh: chart, values and image unchanged since the last release",
                               time.monotonic() - started, facts)
         write_json_atomic(self.image_values, {"image": {"repository": self.repo, "digest": image_digest}})
-        rendered = ctx.runner.run(self.argv(template=True), timeout=120)
-        guards.check_rendered(self.mode, self.target, self.namespace, rendered_objects(rendered.stdout),
-                              self.cluster_scoped)
+        rendered = self.rendered(ctx, image_digest)
+        guards.check_rendered(self.mode, self.target, self.namespace, rendered_objects(rendered), self.cluster_scoped)
         if self.render_only:
             out = ctx.state.rendered(self.mode, self.target)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(rendered.stdout)
+            out.write_text(rendered)
             facts.rendered = str(out)
         else:
             facts.revision = parse_revision(self._upgrade(ctx).stdout)
         self._record(ctx, record_path, inputs, facts)
         return StepResult("release", self.target, Status.SUCCEEDED, stale, time.monotonic() - started, facts)
+
+    def rendered(self, ctx: RunContext, image_digest: str) -> str:
+        """The chart rendered with the image: the early render with the digest put in (steps/render.py), or,
+        without one — or where the chart made something else of the stand-in — `helm template` now."""
+        early = ctx.result(self.render_id) if self.render_id else None
+        if early is not None and early.status == Status.SUCCEEDED and early.facts is not None:
+            text = early.facts.text.replace(STAND_IN, image_digest)
+            if STAND_IN[7:23] not in text:  # no shortened or reshaped stand-in left
+                return text
+        return ctx.runner.run(self.argv(template=True), timeout=120).stdout
 
     def _upgrade(self, ctx: RunContext):
         return helm_upgrade(ctx, self.argv(), helm_timeout_s(self.timeout), self.target, self.status_argv())

@@ -107,9 +107,9 @@ class RegistryClient:
         loop), else httpx where a proxy is configured (it speaks to proxies)."""
         with self._made:
             if self._client is None:
-                import urllib.request
+                from .http import proxy_configured
 
-                if {"http", "https"} & set(urllib.request.getproxies()):
+                if proxy_configured(self.environ):
                     import httpx
 
                     self._client = httpx.Client(timeout=self._timeout)
