@@ -331,8 +331,8 @@ def test_an_index_of_several_platforms_takes_the_build(synced_workspace):
 
 
 def test_large_layers_go_up_in_chunks(monkeypatch):
-    from buildplane.tools import registry
-    monkeypatch.setattr(registry, "CHUNK", 1000)
+    from buildplane.tools import registry_parts
+    monkeypatch.setattr(registry_parts, "CHUNK", 1000)
     reg = OciRegistry()
     data = os.urandom(3500)
     RegistryClient(client=reg.client).push_blob("registry.example", REPO, data, sha(data))

@@ -25,7 +25,7 @@ from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
-from ..tools.registry import HeadInBackground, Ref
+from ..tools.registry import HeadInBackground
 from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from ..tools import builders
@@ -207,7 +207,7 @@ class BuildStep(StepFields):
         if not ctx.force and not in_edit_loop:
             digest = ctx.registry.manifest_digest(self.content_ref, push=True)
             if digest:
-                return self._fresh_elsewhere(ctx, record, facts, digest, started)
+                return self.fresh_elsewhere(ctx, record, facts, digest, started)
         head = HeadInBackground(ctx.registry, self.content_ref) if not ctx.force and in_edit_loop else None
         if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
             cache_export.supersede(ctx.state, self.mode, self.target, ctx.log)
@@ -226,7 +226,7 @@ class BuildStep(StepFields):
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
             ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
-            return self._fresh_elsewhere(ctx, record, facts, digest, started)
+            return self.fresh_elsewhere(ctx, record, facts, digest, started)
         if head is not None:
             head.result()
         progress = buildx.parse_progress(lines)
@@ -237,50 +237,16 @@ class BuildStep(StepFields):
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
     def _sync(self, ctx: RunContext, record: dict | None, facts: BuildFacts, started: float) -> StepResult | None:
-        """The next image as the last built one plus a layer of the changed files (steps/sync.py), or None:
-        then the build, with the reason in the log when the change was not the rules' to take."""
+        """The next image without the builder (steps/sync.py), or None: then the build."""
         from . import sync  # tar, gzip and the registry's write side: only for a target with sync rules
-        base = sync.base_of(record)
-        if base is None:
-            return None
-        if base["inputs_digest"] == self.inputs.digest and base["content_ref"] == self.content_ref:
-            # Back to the very files of the last build: its image is in the registry (this machine pushed it).
-            return self._fresh_elsewhere(ctx, record, facts, base["digest"], started)
-        if record.get("synced") and self._same_inputs(record) and record.get("ref") != self.ref:
-            # The synced image of these very inputs, under a mode tag that moved (a commit): tag it, no upload.
-            facts.digest = ctx.registry.copy_tag(record["ref"], self.tag) or record["digest"]
-            write_json_atomic(ctx.state.build_record(self.mode, self.target), {**record, "ref": self.ref})
-            return StepResult("build", self.target, Status.FRESH, f"fresh: the synced image of these inputs, "
-                              f"tagged {self.tag} registry-side", time.monotonic() - started, facts)
-        try:
-            if base["spec"] != self.inputs.spec:
-                raise sync.NotSyncable("the Dockerfile, a build arg, the build target or a base image changed")
-            if Ref.parse(base["content_ref"]).repo != Ref.parse(self.content_ref).repo:
-                raise sync.NotSyncable("the image's repository changed")
-            layer_entries = sync.entries(self.sync, base["files"], self.inputs.files)
-            if not layer_entries:
-                return None  # the built image's inputs again: the registry has it under its content tag
-            ctx.log(f"{self.target}: syncing ({self.why(base, False)}) into {self.ref}")
-            digest, layer = sync.next_image(ctx, self.content_ref, self.tag, base["digest"], self.platform,
-                                            layer_entries)
-        except sync.NotSyncable as why:
-            ctx.log(f"{self.target}: building, not syncing: {why}")
-            return None
-        sync.save_record(ctx, self, base, digest, layer)
-        facts.digest = digest
-        facts.cache.update({"import": False, "export": False})  # no builder: nothing imported or exported
-        facts.synced = {"files": layer.files, "deleted": layer.deleted, "bytes": layer.size, "layer": layer.digest,
-                        "base": base["digest"]}
-        return StepResult("build", self.target, Status.SUCCEEDED,
-                          f"synced {layer.files} file(s), {layer.deleted} deleted, {layer.size} bytes onto the built "
-                          f"image {base['digest'][:19]}: no build", time.monotonic() - started, facts)
+        return sync.attempt(self, ctx, record, facts, started)
 
-    def _fresh_elsewhere(self, ctx: RunContext, record: dict | None, facts: BuildFacts, digest: str,
+    def fresh_elsewhere(self, ctx: RunContext, record: dict | None, facts: BuildFacts, digest: str,
                          started: float) -> StepResult:
         """The image for these inputs was pushed by another machine (or run): tag it, record it."""
         if ctx.registry.manifest_digest(self.ref) != digest:  # the mode tag may carry the commit
             ctx.registry.copy_tag(self.content_ref, self.tag)
-        self._save(ctx, digest, (record or {}).get("cache") if self._same_inputs(record) else None, tagged=True)
+        self._save(ctx, digest, (record or {}).get("cache") if self.same_inputs(record) else None, tagged=True)
         facts.digest = digest
         return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
                           f"{self.content_tag} already in the final registry", time.monotonic() - started, facts)
@@ -290,7 +256,7 @@ class BuildStep(StepFields):
         res = ctx.runner.run([*self.builder.docker(), "push", self.content_ref], timeout=PUSH_TIMEOUT_S, cancel=cancel)
         return buildx.pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
 
-    def _same_inputs(self, record: dict | None) -> bool:
+    def same_inputs(self, record: dict | None) -> bool:
         return bool(record) and record.get("inputs_digest") == self.inputs.digest
 
     def talks_to_registry(self, state, force: bool) -> bool:
@@ -300,7 +266,7 @@ class BuildStep(StepFields):
 
     def _recorded(self, record: dict | None) -> bool:
         """This machine pushed these inputs' image and tagged it with this very mode tag."""
-        return (self._same_inputs(record) and bool(record.get("tagged")) and record.get("ref") == self.ref
+        return (self.same_inputs(record) and bool(record.get("tagged")) and record.get("ref") == self.ref
                 and record.get("content_ref") == self.content_ref
                 and bool(DIGEST.match(str(record.get("digest")))))
 

@@ -29,6 +29,7 @@ from ..errors import Missing
 from ..topology.sync_rules import SyncTarget
 from ..tools.registry import Ref
 from ..state import write_json_atomic
+from .base import Status, StepResult
 
 if TYPE_CHECKING:
     from ..tools.oci_layer import Entry, Layer
@@ -235,6 +236,44 @@ def _upload_both(ctx, ref: Ref, blobs: list[tuple[bytes, str]]) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def attempt(step, ctx, record: dict | None, facts, started: float):
+    """The next image as the last built one plus a layer of the changed files, or None: then the build,
+    with the reason in the log when the change was not the rules' to take. `step` is the BuildStep."""
+    base = base_of(record)
+    if base is None:
+        return None
+    if base["inputs_digest"] == step.inputs.digest and base["content_ref"] == step.content_ref:
+        # Back to the very files of the last build: its image is in the registry (this machine pushed it).
+        return step.fresh_elsewhere(ctx, record, facts, base["digest"], started)
+    if record.get("synced") and step.same_inputs(record) and record.get("ref") != step.ref:
+        # The synced image of these very inputs, under a mode tag that moved (a commit): tag it, no upload.
+        facts.digest = ctx.registry.copy_tag(record["ref"], step.tag) or record["digest"]
+        write_json_atomic(ctx.state.build_record(step.mode, step.target), {**record, "ref": step.ref})
+        return StepResult("build", step.target, Status.FRESH, f"fresh: the synced image of these inputs, "
+                          f"tagged {step.tag} registry-side", time.monotonic() - started, facts)
+    try:
+        if base["spec"] != step.inputs.spec:
+            raise NotSyncable("the Dockerfile, a build arg, the build target or a base image changed")
+        if Ref.parse(base["content_ref"]).repo != Ref.parse(step.content_ref).repo:
+            raise NotSyncable("the image's repository changed")
+        layer_entries = entries(step.sync, base["files"], step.inputs.files)
+        if not layer_entries:
+            return None  # the built image's inputs again: the registry has it under its content tag
+        ctx.log(f"{step.target}: syncing ({step.why(base, False)}) into {step.ref}")
+        digest, layer = next_image(ctx, step.content_ref, step.tag, base["digest"], step.platform, layer_entries)
+    except NotSyncable as why:
+        ctx.log(f"{step.target}: building, not syncing: {why}")
+        return None
+    save_record(ctx, step, base, digest, layer)
+    facts.digest = digest
+    facts.cache.update({"import": False, "export": False})  # no builder: nothing imported or exported
+    facts.synced = {"files": layer.files, "deleted": layer.deleted, "bytes": layer.size, "layer": layer.digest,
+                    "base": base["digest"]}
+    return StepResult("build", step.target, Status.SUCCEEDED,
+                      f"synced {layer.files} file(s), {layer.deleted} deleted, {layer.size} bytes onto the built "
+                      f"image {base['digest'][:19]}: no build", time.monotonic() - started, facts)
 
 
 def save_record(ctx, step, base: dict, digest: str, layer: Layer) -> None:
