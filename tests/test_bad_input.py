@@ -267,6 +267,15 @@ MORE_CASES = [
      [f"{T}:", "builder.max_parallel", "valid: a number ≥ 1"]),
     ("builder-flag-bad", None, {}, PLAN + ["--builder", "a;b"], {}, 2, ["--builder 'a;b'", "not a builder"]),
     ("builder-env-bad", None, {}, PLAN, {"BUILDPLANE_BUILDER": "-x"}, 2, ["$BUILDPLANE_BUILDER '-x'"]),
+    # diagnostics (#16): bad input before any cluster or Helm call
+    ("logs-target-without-chart", None, {}, ["logs", "web"], {}, 2, ["targets.web.chart: not set", "targets with one: api"]),
+    ("logs-unknown-target", None, {}, ["logs", "nope"], {}, 2, ["no target 'nope'"]),
+    ("logs-since-bad", None, {}, ["logs", "--since", "5x"], {}, 2, ["--since '5x'", "30s, 10m"]),
+    ("logs-tail-negative", None, {}, ["logs", "--tail", "-3"], {}, 2, ["--tail -3"]),
+    ("restart-without-target", None, {}, ["restart"], {}, 2, ["TARGET"]),
+    ("restart-unknown-target", None, {}, ["restart", "nope"], {}, 2, ["no target 'nope'"]),
+    ("status-pods-unknown-target", None, {}, ["status", "--pods", "nope"], {}, 2, ["no target 'nope'"]),
+    ("guard-restart-staging-without-apply", None, {}, ["restart", "--mode", "staging", "api"], {}, 3, ["staging-apply"]),
     ("guard-namespace-other-mode", None, {}, ["plan", "--mode", "staging", "--apply", "--namespace", "demo-dev"], {}, 3,
      ["mode-namespace", "demo-staging"]),
 ]

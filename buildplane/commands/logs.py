@@ -97,8 +97,8 @@ def run(args, topology) -> int:
     since = since_seconds(args.since)
     if args.tail is not None and args.tail < 0:
         raise BadInput(f"--tail {args.tail}: valid: 0 or more lines")
+    names = released_targets(topo, list(args.targets))  # bad input (exit 2) before a missing context (exit 4)
     where = cluster(topo, args.mode, args.kube_context)
-    names = released_targets(topo, list(args.targets))
     reader = KubeReader(where.context, where.namespace)
     labels = [selector(topo, n) for n in names]
     printer = Printer()

@@ -24,9 +24,9 @@ def restart_plan(topo, args, state: StateDir, runner: Runner) -> Plan:
         raise Refused("staging-apply", "staging changes nothing live without --apply: "
                                        f"`buildplane restart --mode staging --apply {' '.join(args.targets)}`")
     mode = topo.mode(args.mode)
+    names = released_targets(topo, list(args.targets))  # bad input (exit 2) first
     guards.check_release_namespace(topo, args.mode, mode.namespace)
     where = cluster(topo, args.mode, args.kube_context)
-    names = released_targets(topo, list(args.targets))
     plan = Plan(mode=args.mode, targets=names, kind="restart", namespace=where.namespace, fail_fast=False)
     major = helm_tool.major_version(runner, state.helm_version) or 4
     for name in names:

@@ -168,8 +168,8 @@ def run_pods(args, topo: Topology) -> int:
     from ..tools.run import Runner
     from ._cluster import cluster, released_targets
 
+    names = released_targets(topo, list(args.targets))  # bad input (exit 2) before a missing context (exit 4)
     where = cluster(topo, args.mode, args.kube_context)
-    names = released_targets(topo, list(args.targets))
     reports = pod_reports(topo, args.mode, names, StateDir.from_env(), KubeReader(where.context, where.namespace),
                           Runner())
     if args.json:
