@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import BadInput
+from . import parse_cache
+from .construct import construct
 from .model import BUILD_MODES, DEFAULT_TOPOLOGY, TAG_FIELDS, Target, Topology, _Model
 from .yaml_lines import Document, format_loc, load_document
 
@@ -40,14 +42,32 @@ def load(path: Path | str, environ: dict[str, str] | None = None, base: Path | N
     version = doc.data.get("version") if isinstance(doc.data, dict) else None
     if "version" in doc.data and (type(version) is not int or version != 1):  # true and 1.0 equal 1 in Python
         raise BadInput(f"{doc.where(('version',))}: version: got {version!r}; valid: 1 (a whole number)")
-    try:
-        # JSON mode: strict types, but YAML lists are accepted for tuple fields.
-        topo = Topology.model_validate_json(json.dumps({**doc.data, "source": str(path)}, default=str))
-    except ValidationError as exc:
-        raise BadInput(_first_error(doc, exc)) from None
+    payload = json.dumps({**doc.data, "source": str(path)}, default=str)
+    printed = model_print()
+    valid_before = parse_cache.was_valid(doc.text, printed)
+    if valid_before:  # these bytes validated against this model before: build it, no validator (construct.py)
+        topo = construct(Topology, json.loads(payload))
+    else:
+        try:
+            # JSON mode: strict types, but YAML lists are accepted for tuple fields.
+            topo = Topology.model_validate_json(payload)
+        except ValidationError as exc:
+            raise BadInput(_first_error(doc, exc)) from None
     _check_semantics(doc, topo, base or Path.cwd())
     doc.kept()
+    if not valid_before:
+        parse_cache.mark_valid(doc.text, printed)
     return topo
+
+
+def model_print() -> str:
+    """What a validation was against: this model's source and pydantic's version."""
+    import hashlib
+
+    from pydantic.version import VERSION
+    from . import model
+
+    return hashlib.sha256(Path(model.__file__).read_bytes() + VERSION.encode()).hexdigest()
 
 
 # ---- error translation ------------------------------------------------------------------------

@@ -15,7 +15,9 @@ MODES = ("dev", "staging", "deploy")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
+    # defer_build: a validator is built only when data is validated — never on a run whose topology
+    # validated before (topology/construct.py)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True, defer_build=True)
 
 
 class Registries(_Model):
@@ -64,7 +66,8 @@ class Target(_Model):
     chart: str | None = None
     release: str | None = None
     values: tuple[str, ...] = ()
-    mode_values: ModeValues = ModeValues()
+    # Nested defaults are made without a validator (model_construct), so none is built at import.
+    mode_values: ModeValues = Field(default_factory=ModeValues.model_construct)
     smoke: tuple[SmokeRoute, ...] = ()
     browser: BrowserCheck | None = None
     optional: bool = False
@@ -91,7 +94,7 @@ class CacheSetting(_Model):
 class BuildMode(_Model):
     namespace: str
     tag: str = "{mode}-{git_sha}-{digest12}"
-    cache: CacheSetting = CacheSetting()
+    cache: CacheSetting = Field(default_factory=CacheSetting.model_construct)
     release: bool = True
     helm_timeout: str = "5m"
     history_max: int = Field(default=10, ge=1)
@@ -140,8 +143,8 @@ class Topology(_Model):
     protected_namespaces: tuple[str, ...] = ()
     targets: dict[str, Target] = Field(min_length=1)
     modes: Modes
-    builder: Builder = Builder()
-    telemetry: Telemetry = Telemetry()
+    builder: Builder = Field(default_factory=Builder.model_construct)
+    telemetry: Telemetry = Field(default_factory=Telemetry.model_construct)
     source: str = Field(default="", exclude=True)
 
     def mode(self, name: str) -> BuildMode:

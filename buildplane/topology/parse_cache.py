@@ -45,3 +45,26 @@ def put(text: str, data: object, lines: dict) -> None:
         os.replace(tmp, path)
     except (OSError, TypeError, ValueError):
         pass
+
+
+def _valid_file(text: str) -> Path:
+    return _file(text).with_suffix(".valid")
+
+
+def was_valid(text: str, model_print: str) -> bool:
+    """These bytes validated in full against this very model before (see topology/construct.py)."""
+    try:
+        return _valid_file(text).read_text() == model_print
+    except OSError:
+        return False
+
+
+def mark_valid(text: str, model_print: str) -> None:
+    path = _valid_file(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(model_print)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -38,6 +38,7 @@ class Document:
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
     keep: Any = None  # after a real parse: what the parse cache keeps once the whole load has succeeded
+    text: str = ""  # the file's bytes, as read
 
     def kept(self) -> None:
         """The load succeeded: keep this parse for the next run (never a file for a bad input)."""
@@ -82,7 +83,7 @@ def load_document(path: Path, environ: dict[str, str] | None = None) -> Document
         raise BadInput(f"{path}:1: the file is empty; expected a mapping starting with 'version: 1'")
     if len(text) > MAX_BYTES:
         raise BadInput(f"{path}:1: the file is {len(text)} bytes; a topology is at most {MAX_BYTES} bytes")
-    doc = Document(path=path, data=None)
+    doc = Document(path=path, data=None, text=text)
     cached = parse_cache.get(text)
     if cached is not None:  # these very bytes parsed (and passed the prescan) before: no YAML parser
         doc.data, doc.lines = cached
