@@ -34,6 +34,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def keep_file(path: Path, data: bytes) -> None:
+    """A cache file, written atomically; one that cannot be written only costs the next run its work."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class StateDir:
     """The paths of every record, lock and output under the state directory."""

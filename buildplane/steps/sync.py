@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ..errors import Missing
 from ..topology.sync_rules import SyncTarget
 from ..tools.registry import Ref
-from ..state import write_json_atomic
+from ..state import keep_file, write_json_atomic
 from .base import Status, StepResult
 
 if TYPE_CHECKING:
@@ -157,13 +157,7 @@ def _kept(ctx, host: str, repo: str, digest: str, fetch) -> bytes:
     except OSError:
         pass
     data = fetch(host, repo, digest)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    keep_file(path, data)
     return data
 
 

@@ -60,11 +60,6 @@ def was_valid(text: str, model_print: str) -> bool:
 
 
 def mark_valid(text: str, model_print: str) -> None:
-    path = _valid_file(text)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(model_print)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    from ..state import keep_file
+
+    keep_file(_valid_file(text), model_print.encode())

@@ -280,12 +280,7 @@ def _cache_get(key: str) -> list[SyncTarget] | None:
 
 def _cache_put(key: str, value: list[SyncTarget]) -> None:
     _MEMO[key] = value
-    path = _cache_file(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps([asdict(v) for v in value]))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    from ..state import keep_file
+
+    keep_file(_cache_file(key), json.dumps([asdict(v) for v in value]).encode())
 
