@@ -61,6 +61,7 @@ class Plan:
     namespace: str | None = None
     notes: list[str] = field(default_factory=list)
     revision: str | None = None  # the working tree's commit, for events
+    busy: list[str] = field(default_factory=list)  # targets whose build has work (not the no-op path)
     fail_fast: bool = True  # the first failure cancels the rest (up); else every step runs (smoke, handback)
 
     def to_json(self) -> dict:
@@ -128,6 +129,8 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         # A chosen builder (a shared worker, a BuildKit pool) must answer before a target that may build
         # starts; the workstation's own daemon says at once when it is down.
         busy = build.talks_to_registry(state, opts.force)  # it builds or syncs: a new release will follow
+        if busy:
+            plan.busy.append(name)
         if builder.name and busy:
             check = check or BuilderCheckStep(choice=builder)
             build = replace(build, after=(check.id,))

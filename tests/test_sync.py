@@ -55,6 +55,7 @@ def ctx_with(tmp: Path, dockerfile: str, files: dict[str, str]) -> Path:
 def _fresh_rule_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     sync_rules._MEMO.clear()
+    sync_rules._RESOLVED.clear()
 
 
 # ---- rules against the Dockerfile ---------------------------------------------------------------

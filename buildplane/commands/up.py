@@ -6,9 +6,8 @@ from ..plan import Options, make_plan
 from ..state import StateDir
 from ..steps.base import BuilderCaps
 from ..tools import buildx
-from ..steps.build import BuildStep
 from ..tools.builders import choose as choose_builder
-from ..tools.registry import Ref, RegistryClient
+from ..tools.registry import RegistryClient
 from ..tools.run import Runner
 from ..freshness import StatCache
 from ._output import outcome_lines, stderr
@@ -45,9 +44,8 @@ def run(args, topology) -> int:
                       max_parallel=choice.max_parallel),
                   release_cache=StatCache.open(state.release_statcache),
                   progress=lambda target, line: stderr(f"[{target}] {line}"))  # a RUN may echo a secret
-    busy = [s for s in plan.steps if isinstance(s, BuildStep) and s.talks_to_registry(state, args.force)]
-    if busy:  # connect while the engine starts: the no-op path never imports httpx at all
-        ctx.registry.prepare(Ref.parse(busy[0].content_ref).host)
+    if plan.busy:  # connect while the engine starts; the no-op path makes no connection at all
+        ctx.registry.prepare(topo.registries.final.split("/", 1)[0])
     outcome = run_plan(plan, ctx, reporter, as_json=args.json)
     if not args.json:
         for line in outcome_lines(outcome.doc, plan.namespace):

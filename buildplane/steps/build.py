@@ -189,8 +189,8 @@ class BuildStep(StepFields):
         facts = BuildFacts(self.ref, self.content_ref, self.cache_scope,
                            {"import": bool(self.cache_from), "export": bool(self.cache_to),
                             "cached_steps": 0, "total_steps": 0})
-        rebuild_synced = self.rebuild and bool(record and record.get("synced"))
-        if not ctx.force and not rebuild_synced and self._recorded(record):  # the no-op path: what this machine pushed, no round trip
+        rebuild_synced = self._rebuild_synced(record)
+        if not self._has_work(record, ctx.force):  # the no-op path: what this machine pushed, no round trip
             facts.digest = record["digest"]
             return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
                               f"{self.content_tag} pushed as {self.tag} by an earlier run",
@@ -261,8 +261,14 @@ class BuildStep(StepFields):
 
     def talks_to_registry(self, state, force: bool) -> bool:
         """Whether this run of the step will call the registry (anything but the no-op path)."""
-        record = read_json(state.build_record(self.mode, self.target))
-        return force or (self.rebuild and bool(record and record.get("synced"))) or not self._recorded(record)
+        return self._has_work(read_json(state.build_record(self.mode, self.target)), force)
+
+    def _has_work(self, record: dict | None, force: bool) -> bool:
+        return force or self._rebuild_synced(record) or not self._recorded(record)
+
+    def _rebuild_synced(self, record: dict | None) -> bool:
+        """--rebuild over an image that was synced: built for real, even with its inputs unchanged."""
+        return self.rebuild and bool(record and record.get("synced"))
 
     def _recorded(self, record: dict | None) -> bool:
         """This machine pushed these inputs' image and tagged it with this very mode tag."""

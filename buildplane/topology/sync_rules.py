@@ -253,13 +253,18 @@ def for_target(topo, name: str, base: Path) -> list[SyncTarget]:
     t = topo.targets[name]
     if not t.sync:
         return []
-    args = {k: expand_env(v) for k, v in {**base_image_arg(topo), **t.build_args}.items()}
-    return resolve(t.sync, project_path(base, t.context), project_path(base, t.dockerfile), t.build_target, args)
+    key = (id(topo), name, str(base))  # load checks the rules, plan and explain use them: one check a run
+    if key not in _RESOLVED:
+        args = {k: expand_env(v) for k, v in {**base_image_arg(topo), **t.build_args}.items()}
+        _RESOLVED[key] = (topo, resolve(t.sync, project_path(base, t.context), project_path(base, t.dockerfile),
+                                        t.build_target, args))
+    return _RESOLVED[key][1]
 
 
 # ---- the kept answers -------------------------------------------------------------------------
 
 _MEMO: dict[str, list[SyncTarget]] = {}
+_RESOLVED: dict[tuple, tuple] = {}  # (topology object, target, base) → (the topology, kept alive for its id; rules)
 
 
 def _cache_file(key: str) -> Path:
