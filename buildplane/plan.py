@@ -179,7 +179,8 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         build_args=args, platform=t.platform, network=topo.builder.network, repo=contract.image_repo(topo, name),
         tag=tag, content_tag=contract.content_tag(inputs.digest), cache_scope=contract.cache_scope(opts.mode, name),
         cache_from=cref if cache_on.import_ else None, cache_to=cref if cache_on.export else None,
-        metadata_file=state.build_metadata(opts.mode, name), inputs=inputs, lock=name, pull=opts.pull,
+        metadata_file=state.build_metadata(opts.mode, name), layout=state.image_layout(opts.mode, name),
+        inputs=inputs, lock=name, pull=opts.pull,
         export=cache_on.export_when, provenance=mode_provenance(topo, opts.mode),
         sync=sync_spec(topo, opts, name, context, base), rebuild=opts.rebuild, builder=builder,
     )

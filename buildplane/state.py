@@ -118,6 +118,10 @@ class StateDir:
         """buildx --metadata-file output (the pushed digest)."""
         return self.root / "builds" / f"{mode}-{target}.json"
 
+    def image_layout(self, mode: str, target: str) -> Path:
+        """The OCI layout buildx writes the image to, kept between builds (tools/layout_push.py)."""
+        return self.root / "layouts" / f"{mode}-{target}"
+
     def image_values(self, mode: str, target: str) -> Path:
         """The values file that carries the image to Helm (never `--set`: no string may become a key)."""
         return self.root / "values" / f"{mode}-{target}-image.json"

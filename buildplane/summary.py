@@ -89,6 +89,8 @@ def up_view(s: RunSummary) -> dict:
             "revision": rel.facts.revision if rel is not None and rel.facts is not None else None,
             "smoke": ("passed" if smoke.ok else "failed") if smoke and smoke.status != Status.NOT_RUN else "skipped",
         }
+        if facts.get("push"):  # how the image left the builder: layout | buildx | docker-push
+            out["targets"][name]["push"] = facts["push"]
         if export is not None and export.status != Status.NOT_RUN:
             out["targets"][name]["cache_export"] = {**export.facts_json(), "reason": export.reason}
     if s.error:

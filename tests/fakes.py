@@ -32,6 +32,14 @@ for index, rule in enumerate(rules):
         if rule.get("write_metadata"):
             i = argv.index("--metadata-file")
             open(argv[i + 1], "w").write(json.dumps({{"containerimage.digest": rule["write_metadata"]}}))
+        if rule.get("write_layout"):  # what buildx writes for --output type=oci,dest=DIR,tar=false
+            import shutil
+            out = argv[argv.index("--output") + 1]
+            dest = dict(kv.split("=", 1) for kv in out.split(","))["dest"]
+            shutil.copytree(rule["write_layout"], dest, dirs_exist_ok=True)
+            index = json.load(open(os.path.join(rule["write_layout"], "index.json")))
+            i = argv.index("--metadata-file")
+            open(argv[i + 1], "w").write(json.dumps({{"containerimage.digest": index["manifests"][0]["digest"]}}))
         if rule.get("sleep"):
             time.sleep(rule["sleep"])
         if rule.get("touch"):  # proof that the call ran to its end

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import threading
@@ -175,25 +176,53 @@ def _tags_of(seen, verb="PUT") -> list[str]:
             if method == verb and "/manifests/" in path and status in (200, 201) and "/manifests/sha256:" not in path]
 
 
-def test_one_push_per_image_the_mode_tag_added_registry_side(lab, tmp_path):
-    """The builder pushes one tag (the content tag); the mode tag is a manifest copy of the same digest."""
+def _uploaded(seen) -> list[str]:
+    """The digest of every blob upload the registry completed (PUT …/blobs/uploads/…?digest=, or a single POST)."""
+    return [re.search(r"digest=(sha256(?::|%3A)[0-9a-f]{64})", path).group(1).replace("%3A", ":")
+            for method, path, status in seen if status == 201 and "/blobs/uploads/" in path and "digest=" in path]
+
+
+def test_one_push_per_image_both_tags_at_once_and_an_edit_sends_only_what_changed(lab, tmp_path):
+    """The lab's builder is on this machine: it writes the image as an OCI layout and buildplane pushes it,
+    each blob once, the manifest under the content tag and the mode tag (one PUT each, one digest). The
+    edit's push sends the new layer and config only, and asks nothing about the blobs the last push put there."""
     with RegistryProxy(lab["final"], auth=final_auth(lab)) as proxy:
         repo = f"{unique()}/fractalops-portal"
         app, _ = make_app(tmp_path / "app", lab, final=f"{proxy.address}/{repo.split('/')[0]}", cache=False)
         res, summary = up(app, lab, "portal")
         assert res.code == 0, res.err
-        put = _tags_of(proxy.seen)
+        first = list(proxy.seen)
+        page = app / "examples/fractalops/portal/www/index.html"
+        page.write_text(page.read_text() + "<!-- one more line -->\n")
+        proxy.seen.clear()
+        res, edited = up(app, lab, "portal", "--rebuild")  # the build path (the page is inside a sync rule)
+        assert res.code == 0, res.err
+        second = list(proxy.seen)
     t = summary["targets"]["portal"]
+    assert t["push"] == "layout" and edited["targets"]["portal"]["push"] == "layout"
     mode_tag = t["image"].rsplit(":", 1)[1]
-    content_tag = next(p for p in put if p.startswith("bp-"))
-    # The builder pushed the content tag only (buildx 0.13 sends it more than once, one after the other);
-    # the mode tag was written once, by buildplane, after the builder was done.
-    assert set(put) == {content_tag, mode_tag} and put.count(mode_tag) == 1 and put[-1] == mode_tag
-    auth = final_auth(lab)
-    for tag in put:
-        head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{tag}", auth=auth,
-                          headers={"Accept": ACCEPT})
-        assert head.status_code == 200 and head.headers["docker-content-digest"] == t["digest"]
+    put = _tags_of(first)
+    assert sorted(put) == sorted([mode_tag, next(p for p in put if p.startswith("bp-"))]), put
+    manifest = httpx.get(f"http://{lab['final']}/v2/{repo}/manifests/{t['digest']}", auth=final_auth(lab),
+                         headers={"Accept": ACCEPT})
+    blobs = [manifest.json()["config"]["digest"], *(layer["digest"] for layer in manifest.json()["layers"])]
+    assert sorted(_uploaded(first)) == sorted(blobs)  # every blob once, nothing twice
+    content = next(p for p in put if p.startswith("bp-"))  # the first image's content tag keeps its digest
+    head = httpx.head(f"http://{lab['final']}/v2/{repo}/manifests/{content}", auth=final_auth(lab),
+                      headers={"Accept": ACCEPT})
+    assert head.status_code == 200 and head.headers["docker-content-digest"] == t["digest"]
+    assert [p for m, p, _ in first if m == "PUT" and p.endswith(f"/manifests/{mode_tag}")]
+
+    after = httpx.get(f"http://{lab['final']}/v2/{repo}/manifests/{edited['targets']['portal']['digest']}",
+                      auth=final_auth(lab),
+                      headers={"Accept": ACCEPT}).json()
+    new_blobs = {after["config"]["digest"], *(layer["digest"] for layer in after["layers"])} - set(blobs)
+    assert len(new_blobs) == 2 and set(_uploaded(second)) == new_blobs  # the edited layer and the config
+    assert not [path for method, path, _ in second if method == "HEAD" and "/blobs/" in path]
+    assert len(_tags_of(second)) == 2 and not [m for m, path, _ in second if m == "GET" and "/manifests/" in path]
+    layout = app / ".buildplane/layouts/dev-portal/blobs/sha256"
+    assert sorted(f"sha256:{p.name}" for p in layout.iterdir()) == sorted(
+        [edited["targets"]["portal"]["digest"], after["config"]["digest"], *(x["digest"] for x in after["layers"])])
 
 
 def test_a_registry_500_during_the_push_is_retried(lab, tmp_path):

@@ -45,7 +45,9 @@ def run(args, topology) -> int:
                   release_cache=StatCache.open(state.release_statcache),
                   progress=lambda target, line: stderr(f"[{target}] {line}"))  # a RUN may echo a secret
     if plan.busy:  # connect while the engine starts; the no-op path makes no connection at all
-        ctx.registry.prepare(topo.registries.final.split("/", 1)[0])
+        # One per request a build puts in flight at once: the HEAD racing it, then the layout push's
+        # config and new layer (tools/layout_push.py); a request finding none idle would connect first.
+        ctx.registry.prepare(topo.registries.final.split("/", 1)[0], connections=3)
     outcome = run_plan(plan, ctx, reporter, as_json=args.json)
     if not args.json:
         for line in outcome_lines(outcome.doc, plan.namespace):

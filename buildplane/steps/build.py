@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class BuildStep(StepFields):
     cache_to: str | None  # the registry ref, when the run exports
     metadata_file: Path
     inputs: ImageInputs
+    layout: Path | None = None  # where buildx writes the image as an OCI layout, for buildplane to push
     pull: bool = False  # --pull: buildx pulls the bases (their digests were just asked too)
     export: str = "inline"  # the registry cache export: "inline" (in the build) or "background" (after it)
     provenance: bool | None = None  # False: no attestation manifest (dev: one manifest less to push)
@@ -112,6 +113,15 @@ class BuildStep(StepFields):
             return None
         return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max"
 
+    def push_way(self, info) -> str:
+        """How this image leaves the builder (`BuilderInfo.push`), but never as a layout when that would
+        hold more than one image manifest: several platforms, or an attestation beside the image."""
+        way = info.push
+        if way == "layout" and (self.layout is None or self.provenance is not False
+                                or (self.platform and "," in self.platform)):
+            return replace(info, local=False).push
+        return way
+
     @property
     def exports_in_background(self) -> bool:
         return bool(self.cache_to) and self.export == "background"
@@ -138,7 +148,10 @@ class BuildStep(StepFields):
         argv = self._head(self.provenance)
         if self.pull:
             argv.append("--pull")
-        argv.append("--push" if push == "buildx" else "--load")  # docker-push: into the image store first
+        if push == "layout":
+            argv += ["--output", f"type=oci,dest={self.layout},tar=false"]
+        else:
+            argv.append("--push" if push == "buildx" else "--load")  # docker-push: into the image store first
         argv += ["--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
         if self.build_target:
             argv += ["--target", self.build_target]
@@ -212,7 +225,7 @@ class BuildStep(StepFields):
         if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
             cache_export.supersede(ctx.state, self.mode, self.target, ctx.log)
         inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
-        facts.push = ctx.builder.info().push
+        facts.push = self.push_way(ctx.builder.info())
         # Inline cache travels in the image: import it from the last image this mode pushed.
         argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
         try:
@@ -221,8 +234,10 @@ class BuildStep(StepFields):
                 lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
                 if facts.push == "docker-push":
                     facts.digest = self._docker_push(ctx, head.found if head else None)
-            if facts.push != "docker-push":
+            if facts.push == "buildx":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
+            elif facts.push == "layout":
+                facts.digest = self._push_layout(ctx)
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
             ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
@@ -233,7 +248,7 @@ class BuildStep(StepFields):
         # The mode tag is added registry-side by the tag step, while the release runs.
         facts.cache.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
         facts.inline_cache = inline
-        self._save(ctx, facts.digest, facts.cache)
+        self._save(ctx, facts.digest, facts.cache, tagged=facts.push == "layout")
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
     def _sync(self, ctx: RunContext, record: dict | None, facts: BuildFacts, started: float) -> StepResult | None:
@@ -250,6 +265,37 @@ class BuildStep(StepFields):
         facts.digest = digest
         return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
                           f"{self.content_tag} already in the final registry", time.monotonic() - started, facts)
+
+    def _push_layout(self, ctx: RunContext) -> str:
+        """The layout buildx wrote, pushed under the content tag and the mode tag at once, then pruned. A
+        registry that keeps failing (5xx, resets: each call is already tried again) gets the whole push
+        again, as a broken-off `--push` gets the build again."""
+        from ..tools import layout_push
+        from ..tools.registry import Ref, RegistryFault
+
+        image = layout_push.read_layout(self.layout, buildx.read_metadata_digest(self.metadata_file))
+        ref = Ref.parse(self.content_ref)
+        delay = PUSH_BACKOFF_S
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            try:
+                digest = layout_push.push(ctx.registry, self.layout, image, ref.host, ref.repo,
+                                          [self.content_tag, self.tag])
+                break
+            except RegistryFault as fault:
+                self._push_failed(ctx, attempt, fault, delay)
+                delay *= 2
+        layout_push.prune(self.layout, image)
+        return digest
+
+    def _push_failed(self, ctx: RunContext, attempt: int, fault, delay: float) -> None:
+        """A push the registry broke off: say so and wait before the next attempt; after the last, fail."""
+        if attempt == PUSH_ATTEMPTS:
+            raise StepFailed(f"{self.target}: the push to registry {fault.registry} failed {attempt} times, "
+                             f"last with {fault.status} ({fault.url}); check the registry's health and logs"
+                             ) from None
+        ctx.log(f"{self.target}: registry {fault.registry} answered {fault.status} during the push; "
+                f"trying again in {delay:g}s ({attempt}/{PUSH_ATTEMPTS})")
+        ctx.sleep(delay)
 
     def _docker_push(self, ctx: RunContext, cancel=None) -> str | None:
         """One `docker push` of the content tag from the image store; the digest it reports."""
@@ -326,13 +372,7 @@ class BuildStep(StepFields):
                                   f"`{' '.join(self.builder.inspect_argv())}`") from None
                 if fault is None:
                     raise
-                if attempt == PUSH_ATTEMPTS:
-                    raise StepFailed(f"{self.target}: the push to registry {fault.registry} failed {attempt} times, "
-                                     f"last with {fault.status} ({fault.url}); check the registry's health and logs"
-                                     ) from None
-                ctx.log(f"{self.target}: registry {fault.registry} answered {fault.status} during the push; "
-                        f"trying again in {delay:g}s ({attempt}/{PUSH_ATTEMPTS})")
-                ctx.sleep(delay)
+                self._push_failed(ctx, attempt, fault, delay)
                 delay *= 2
         raise AssertionError("unreachable")
 

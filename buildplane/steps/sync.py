@@ -19,7 +19,6 @@ import json
 import os
 import posixpath
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 from ..errors import Missing
 from ..topology.sync_rules import SyncTarget
 from ..tools.registry import Ref
+from ..tools.registry_parts import in_parallel
 from ..state import keep_file, write_json_atomic
 from .base import Status, StepResult
 
@@ -204,32 +204,15 @@ def next_image(ctx, content_ref: str, tag: str, base_digest: str, platform: str 
         "comment": "buildplane sync"})
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-    _upload_both(ctx, ref, [(layer.blob, layer.digest), (config_bytes, config_digest)])
+    # The layer and the config at once: two upload sessions in flight, one round trip's wait.
+    in_parallel([lambda: ctx.registry.push_blob(ref.host, ref.repo, layer.blob, layer.digest),
+                 lambda: ctx.registry.push_blob(ref.host, ref.repo, config_bytes, config_digest)])
     layer_type = OCI_LAYER if media == OCI_MANIFEST else DOCKER_LAYER
     new = {**manifest, "config": {**manifest["config"], "digest": config_digest, "size": len(config_bytes)},
            "layers": [*manifest.get("layers", []),
                       {"mediaType": layer_type, "digest": layer.digest, "size": layer.blob_size}]}
     body = json.dumps(new, separators=(",", ":")).encode()
     return ctx.registry.put_manifest(ref.host, ref.repo, tag, body, media), layer
-
-
-def _upload_both(ctx, ref: Ref, blobs: list[tuple[bytes, str]]) -> None:
-    """The layer and the config at once: two upload sessions in flight, one round trip's wait."""
-    errors: list[BaseException] = []
-
-    def push(data: bytes, digest: str) -> None:
-        try:
-            ctx.registry.push_blob(ref.host, ref.repo, data, digest)
-        except BaseException as exc:  # raised in the step's thread below
-            errors.append(exc)
-    threads = [threading.Thread(target=push, args=blob, name="bp-blob", daemon=True) for blob in blobs[1:]]
-    for t in threads:
-        t.start()
-    push(*blobs[0])
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def attempt(step, ctx, record: dict | None, facts, started: float):

@@ -34,6 +34,8 @@ class TagStep(StepFields):
             return StepResult(self.kind, self.target, Status.FRESH, "nothing pushed this run", 0.0)
         if built.facts_json().get("synced"):
             return StepResult(self.kind, self.target, Status.FRESH, "the sync stored its manifest under this tag", 0.0)
+        if built.facts_json().get("push") == "layout":
+            return StepResult(self.kind, self.target, Status.FRESH, "the push put the manifest under both tags", 0.0)
         ctx.registry.copy_tag(self.build.content_ref, self.build.tag)
         path = ctx.state.build_record(self.build.mode, self.target)
         record = read_json(path)

@@ -117,6 +117,8 @@ def step_finished(plan, run_id: str, step, result, secrets=None) -> Event:
                       "buildplane.cache.import": bool(cache.get("import")),
                       "buildplane.cache.export": bool(cache.get("export")),
                       "buildplane.build": "synced" if facts.get("synced") else BUILD_WORD[result.status.value]})
+        if facts.get("push"):
+            attrs["buildplane.build.push"] = facts["push"]
         if facts.get("synced"):
             attrs.update({f"buildplane.sync.{k}": int(facts["synced"][k]) for k in ("files", "deleted", "bytes")})
     if step.kind in ("release", "restart"):

@@ -12,6 +12,7 @@ builder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -73,6 +74,33 @@ def is_docker_context(name: str, environ=None) -> bool:
         return False  # the built-in context: the environment's own daemon
     digest = hashlib.sha256(name.encode()).hexdigest()
     return (context_store(environ) / digest / "meta.json").is_file()
+
+
+def context_host(name: str, environ=None) -> str | None:
+    """The Docker endpoint a context names (`Endpoints.docker.Host` in its meta.json), or None."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    try:
+        meta = json.loads((context_store(environ) / digest / "meta.json").read_text())
+        host = meta["Endpoints"]["docker"]["Host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return host if isinstance(host, str) else None
+
+
+def endpoint_is_local(endpoint: str, environ=None) -> bool:
+    """Whether a buildx node's endpoint is on this machine: a unix socket or named pipe, or a Docker
+    context (the environment's own: `DOCKER_HOST`, else the local daemon) whose daemon is one. tcp://,
+    ssh://, kubernetes and cloud endpoints are not."""
+    environ = os.environ if environ is None else environ
+    if endpoint.startswith(("unix://", "npipe://")):
+        return True
+    if "://" in endpoint:
+        return False
+    if endpoint in ("", "default"):
+        host = environ.get("DOCKER_HOST", "")
+        return not host or host.startswith(("unix://", "npipe://"))
+    host = context_host(endpoint, environ)
+    return host is not None and host.startswith(("unix://", "npipe://"))
 
 
 def choose(topo, flag: str | None, environ=None) -> BuilderChoice:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import Missing
 from ..state import read_json, write_json_atomic
-from .builders import BuilderChoice
+from .builders import BuilderChoice, endpoint_is_local
 
 _VERTEX = re.compile(r"^#(\d+) \[(?!internal\])([^\]]*?)\s*(\d+)/(\d+)\] (\w+)")
 _CACHED = re.compile(r"^#(\d+) CACHED\s*$")
@@ -113,29 +113,37 @@ PUSHES_ONCE_FROM = (0, 21)
 class BuilderInfo:
     """What a run needs to know of its builder; asked once per builder and kept (`cached_capability`)."""
 
-    registry_cache: bool  # can export a registry build cache
+    registry_cache: bool  # can export a registry build cache (and OCI layouts: the same exporters)
     who: str  # "builder default (driver docker)"
     driver: str = "docker"
     version: tuple[int, int] | None = None  # buildx's own (major, minor)
+    local: bool = False  # the builder runs on this machine (a unix socket): its output may come here
 
     @property
     def push(self) -> str:
-        """How the image leaves the builder: "buildx" (`--push`, once) or "docker-push" (image store, one push)."""
+        """How the image leaves the builder:
+        - "layout": an OCI layout on this machine, pushed by buildplane (tools/layout_push.py), both tags at
+          once: the fewest round trips, for a builder on this machine that writes OCI layouts;
+        - "docker-push": the image store and one `docker push` (buildx < 0.21, docker driver);
+        - "buildx": `--push`, once (a remote builder: its blobs go straight to the registry)."""
+        if self.local and self.registry_cache:
+            return "layout"
         if self.driver == "docker" and self.version is not None and self.version < PUSHES_ONCE_FROM:
             return "docker-push"
         return "buildx"
 
     def to_json(self) -> dict:
         return {"registry_cache": self.registry_cache, "who": self.who, "driver": self.driver,
-                "version": list(self.version) if self.version else None}
+                "version": list(self.version) if self.version else None, "local": self.local}
 
     @classmethod
     def from_json(cls, data) -> "BuilderInfo | None":
-        if not isinstance(data, dict) or not isinstance(data.get("who"), str):
+        if not isinstance(data, dict) or not isinstance(data.get("who"), str) or "local" not in data:
             return None  # an older record's shape: ask again
         v = data.get("version")
         version = (int(v[0]), int(v[1])) if isinstance(v, list) and len(v) == 2 else None
-        return cls(bool(data.get("registry_cache")), data["who"], str(data.get("driver") or "docker"), version)
+        return cls(bool(data.get("registry_cache")), data["who"], str(data.get("driver") or "docker"), version,
+                   bool(data["local"]))
 
 
 _VERSION = re.compile(r"^github\.com/docker/buildx\s+v?(\d+)\.(\d+)")
@@ -165,8 +173,12 @@ def probe_builder(choice: BuilderChoice = BuilderChoice()) -> BuilderInfo:
                       f"`{' '.join(choice.inspect_argv())}` (no buildx? `make provision`, or install docker-buildx)"
                       ) from None
     where = f" on Docker context {choice.name}" if choice.context else ""
+    endpoints = [node.endpoint or "" for node in builder.nodes or []]
+    if choice.context:  # the docker driver's node names the context it runs on (or says "default")
+        endpoints = [choice.name if e in ("", "default") else e for e in endpoints]
+    local = bool(endpoints) and all(endpoint_is_local(e) for e in endpoints)
     return BuilderInfo(supports_registry_cache(driver, status), f"builder {builder.name} (driver {driver}){where}",
-                       driver, parse_version(docker.buildx.version()))
+                       driver, parse_version(docker.buildx.version()), local)
 
 
 def builder_key(environ=None, choice: BuilderChoice = BuilderChoice()) -> str:

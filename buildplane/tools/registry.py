@@ -31,6 +31,15 @@ class _Reset(Exception):
     """The connection broke mid-call (reset, EOF): worth one more try."""
 
 
+class RegistryFault(StepFailed):
+    """The registry kept answering 5xx (or breaking the connection) through every retry of one call:
+    `status` says which ("500 Internal Server Error", "connection reset"), `url` where."""
+
+    def __init__(self, message: str, registry: str, status: str, url: str) -> None:
+        super().__init__(message)
+        self.registry, self.status, self.url = registry, status, url
+
+
 @dataclass(frozen=True)
 class Ref:
     host: str
@@ -155,14 +164,16 @@ class RegistryClient(ImageParts):
                 resp = self._request_once(method, host, path, scope, **kw)
             except _Reset as exc:
                 if attempt == self.attempts:
-                    raise StepFailed(f"registry {host} broke off {method} {path} {attempt} times "
-                                  f"({exc.args[0]}); check the registry") from None
+                    raise RegistryFault(f"registry {host} broke off {method} {path} {attempt} times "
+                                        f"({exc.args[0]}); check the registry", host,
+                                        f"connection broken ({exc.args[0]})", self._base(host) + path) from None
             else:
                 if resp.status_code < 500 or resp.status_code == 501:
                     return resp
                 if attempt == self.attempts:
-                    raise StepFailed(f"registry {host} answered HTTP {resp.status_code} {resp.reason_phrase} to "
-                                     f"{method} {path} {attempt} times; check the registry's health and logs")
+                    raise RegistryFault(f"registry {host} answered HTTP {resp.status_code} {resp.reason_phrase} to "
+                                        f"{method} {path} {attempt} times; check the registry's health and logs",
+                                        host, f"{resp.status_code} {resp.reason_phrase}", self._base(host) + path)
             self.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")

@@ -1,18 +1,59 @@
 """An image's parts in a registry, read and written by digest — manifests and blobs — for sync
-(steps/sync.py): the write side of the registry client, on its one request path (auth, retries)."""
+(steps/sync.py) and the layout push (tools/layout_push.py): the write side of the registry client, on
+its one request path (auth, retries)."""
 from __future__ import annotations
 
 import hashlib
+import threading
+from pathlib import Path
+from typing import Callable
 
 from ..errors import Missing, StepFailed
 
 CHUNK = 32 << 20  # blobs above this are uploaded in PATCHes of this size
+# Blobs up to this size ride in the POST too (`?digest=`): a registry that takes a single POST is done in one
+# round trip; distribution ignores the body and wants the PUT, so a larger blob would cross the link twice.
+SINGLE_POST = 256 << 10
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
+
+
+class BlobUnknown(StepFailed):
+    """The registry refused a manifest because it lacks a blob the manifest names (MANIFEST_BLOB_UNKNOWN)."""
+
+
+def in_parallel(calls: list[Callable[[], object]]) -> None:
+    """Run the calls at once (one in this thread), wait for all; the first error is raised here. Uploads
+    in flight together cost one round trip's wait, not one each."""
+    errors: list[BaseException] = []
+
+    def call(fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # raised in the caller's thread below
+            errors.append(exc)
+    threads = [threading.Thread(target=call, args=(fn,), name="bp-registry", daemon=True) for fn in calls[1:]]
+    for t in threads:
+        t.start()
+    if calls:
+        call(calls[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _part(data: bytes | Path, offset: int, size: int) -> bytes:
+    """`size` bytes of a blob at `offset`, from memory or from its file (a layer is not read whole)."""
+    if isinstance(data, bytes):
+        return data[offset:offset + size]
+    with open(data, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(size)
 
 
 class ImageParts:
@@ -35,28 +76,38 @@ class ImageParts:
             raise Missing(f"registry {host}: cannot read blob {digest[:19]} of {repo} (HTTP {got.status_code})")
         return got.content
 
-    def push_blob(self, host: str, repo: str, data: bytes, digest: str) -> None:
-        """Upload a blob: monolithic (POST, then one PUT) up to CHUNK bytes, chunked (PATCHes) above;
-        a registry that takes the single POST (`?digest=`) is done after it."""
+    def has_blob(self, host: str, repo: str, digest: str) -> bool:
+        """Whether the repository has the blob (one HEAD)."""
+        resp = self._request("HEAD", host, f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:push,pull")
+        if resp.status_code in (200, 307):
+            return True
+        if resp.status_code == 404:
+            return False
+        raise Missing(f"registry {host} answered HTTP {resp.status_code} for blob {digest[:19]} of {repo}")
+
+    def push_blob(self, host: str, repo: str, data: bytes | Path, digest: str) -> None:
+        """Upload a blob, from memory or from its file: monolithic (POST, then one PUT) up to CHUNK bytes,
+        chunked (PATCHes) above; a registry that takes the single POST (`?digest=`) is done after it."""
         scope = f"repository:{repo}:push,pull"
-        small = len(data) <= CHUNK
-        query = f"?digest={digest}" if small else ""
-        start = self._request("POST", host, f"/v2/{repo}/blobs/uploads/{query}", scope,
-                              content=data if small else b"",
+        size = len(data) if isinstance(data, bytes) else data.stat().st_size
+        small = size <= CHUNK
+        body = _part(data, 0, size) if small else b""
+        single = size <= SINGLE_POST
+        start = self._request("POST", host, f"/v2/{repo}/blobs/uploads/{f'?digest={digest}' if single else ''}",
+                              scope, content=body if single else b"",
                               headers={"Content-Type": "application/octet-stream"})
         if start.status_code == 201:
             return
         location = self._upload_location(host, repo, start)
         if not small:
-            for offset in range(0, len(data), CHUNK):
-                part = data[offset:offset + CHUNK]
+            for offset in range(0, size, CHUNK):
+                part = _part(data, offset, CHUNK)
                 resp = self._request("PATCH", host, location, scope, content=part, headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{offset + len(part) - 1}"})
                 location = self._upload_location(host, repo, resp)
-            data = b""
         sep = "&" if "?" in location else "?"
-        done = self._request("PUT", host, f"{location}{sep}digest={digest}", scope, content=data,
+        done = self._request("PUT", host, f"{location}{sep}digest={digest}", scope, content=body,
                              headers={"Content-Type": "application/octet-stream"})
         if done.status_code not in (201, 204):
             raise StepFailed(f"registry {host}: upload of blob {digest[:19]} to {repo} ended with "
@@ -77,6 +128,8 @@ class ImageParts:
                             content=body, headers={"Content-Type": media_type})
         if put.status_code not in (200, 201):
             detail = put.text[:200].replace("\n", " ") if put.text else ""
+            if put.status_code == 400 and "BLOB_UNKNOWN" in put.text:
+                raise BlobUnknown(f"registry {host}: the manifest for {repo}:{tag} names a blob it lacks {detail}")
             raise StepFailed(f"registry {host}: refused the manifest for {repo}:{tag} (HTTP {put.status_code}) "
                              f"{detail}".rstrip())
         return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -33,10 +33,11 @@ wait_for() {  # wait_for WHAT SECONDS CMD...
 }
 
 # --- containerd + dockerd: the workstation's builder, and a "remote" build worker -------------
-# daemon SUFFIX DIR: a containerd + dockerd pair (containerd image store, so buildx exports registry
-# cache) with its sockets under DIR; PIDs recorded as containerd$SUFFIX / dockerd$SUFFIX.
+# daemon SUFFIX DIR [DOCKERD ARGS…]: a containerd + dockerd pair (containerd image store, so buildx exports
+# registry cache) with its sockets under DIR; PIDs recorded as containerd$SUFFIX / dockerd$SUFFIX.
 daemon() {
   local suffix=$1 dir=$2
+  shift 2
   mkdir -p "$dir"
   cat >"$dir/containerd.toml" <<EOF
 version = 2
@@ -52,19 +53,24 @@ EOF
   start "dockerd$suffix" "$dir/dockerd.log" "$BP_LAB_BIN/dockerd" --containerd "$dir/containerd.sock" \
     --data-root "$dir/docker" --exec-root "$dir/dx" -H "unix://$dir/docker.sock" \
     --iptables=false --ip6tables=false --bridge=none --pidfile "$dir/dockerd.pidfile" \
-    --config-file "$dir/daemon.json"
+    --config-file "$dir/daemon.json" "$@"
 }
 daemon "" "$BP_LAB_RUN"
-# The shared build worker (#17): a second daemon on its own socket, reached as the Docker context
-# `bp-worker` — what a workstation sees of a remote build host.
-daemon "-worker" "$BP_LAB_RUN/worker"
+# The shared build worker (#17): a second daemon, reached as the Docker context `bp-worker` over TCP —
+# what a workstation sees of a remote build host (buildplane tells a remote builder by its endpoint and
+# lets it push itself). Loopback only, and plain TCP: a lab, not a network service.
+WORKER_TCP=127.0.0.1:15004
+daemon "-worker" "$BP_LAB_RUN/worker" -H "tcp://$WORKER_TCP" --tls=false
 export DOCKER_HOST="unix://$BP_LAB_RUN/docker.sock" DOCKER_CONFIG="$BP_LAB_DIR/docker-config"
 ln -sf "$BP_LAB_BIN/docker-buildx" "$DOCKER_CONFIG/cli-plugins/docker-buildx"
 wait_for dockerd 60 docker info
 wait_for dockerd-worker 60 docker -H "unix://$BP_LAB_RUN/worker/docker.sock" info
-docker context inspect bp-worker >/dev/null 2>&1 ||
+if docker context inspect bp-worker >/dev/null 2>&1; then
+  docker context update bp-worker --docker "host=tcp://$WORKER_TCP" >/dev/null
+else
   docker context create bp-worker --description "buildplane lab: the shared build worker" \
-    --docker "host=unix://$BP_LAB_RUN/worker/docker.sock" >/dev/null
+    --docker "host=tcp://$WORKER_TCP" >/dev/null
+fi
 
 # --- registries ------------------------------------------------------------------------------
 pwfile="$BP_LAB_DIR/secrets/final.password"
@@ -114,6 +120,6 @@ json.dump({"DOCKER_HOST": f"unix://{lab}/run/docker.sock", "DOCKER_CONFIG": f"{l
            "final": "127.0.0.1:15001", "cache": "127.0.0.1:15002", "mirror": "127.0.0.1:15003",
            "final_user": "buildplane", "final_password_file": f"{lab}/secrets/final.password",
            "pids": f"{lab}/run/pids", "worker_context": "bp-worker",
-           "worker_docker_host": f"unix://{lab}/run/worker/docker.sock"}, open(f"{lab}/env.json", "w"), indent=2)
+           "worker_docker_host": "tcp://127.0.0.1:15004"}, open(f"{lab}/env.json", "w"), indent=2)
 PY
 log "up: final 127.0.0.1:15001 (auth), cache 127.0.0.1:15002, mirror 127.0.0.1:15003; builder $DOCKER_HOST; worker context bp-worker"
