@@ -2,6 +2,7 @@
 unexpected) and a registry stand-in on httpx.MockTransport."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,33 @@ def build_step(**opts):
     return make_plan(load("topology.yaml"), Options(mode="dev", targets=("api",), build_only=True, **opts)).steps[0]
 
 
+BASE = "registry.test/library/busybox:1.35"
+BASE_DIGEST = "sha256:" + "5" * 64
+
+
+def pin_bases(workspace):
+    """A Dockerfile with an external base (and a pinned one), the base's digest asked a moment ago."""
+    (workspace / "ctx/Dockerfile").write_text(f"FROM {BASE} AS base\nFROM registry.test/x@{BASE_DIGEST}\n"
+                                              "FROM base\nCOPY app.txt /app.txt\n")
+    known = workspace / ".buildplane/state/base-digests.json"
+    known.parent.mkdir(parents=True, exist_ok=True)
+    known.write_text(json.dumps({BASE: {"digest": BASE_DIGEST, "at": time.time()}}))
+
+
+def test_each_external_base_is_built_from_the_digest_the_inputs_hold(workspace):
+    pin_bases(workspace)
+    step = build_step()
+    assert step.inputs.files[f"<FROM {BASE}>"] == BASE_DIGEST
+    argv = step.argv()
+    assert argv[argv.index("--build-context") + 1] == f"{BASE}=docker-image://{BASE}@{BASE_DIGEST}"
+    assert argv.count("--build-context") == 1  # the FROM already pinned by digest needs none
+    export = step.export_argv()  # the background export solves the same graph
+    assert export[export.index("--build-context") + 1] == f"{BASE}=docker-image://{BASE}@{BASE_DIGEST}"
+    (workspace / ".buildplane/state/base-digests.json").write_text(
+        json.dumps({BASE: {"digest": "unresolved", "at": time.time()}}))
+    assert "--build-context" not in build_step().argv()  # not resolved (offline): buildx resolves the tag
+
+
 def test_parser_on_saved_real_output():
     fx = ROOT / "tests/fixtures"
     cold = parse_progress((fx / "buildx-progress-cold.txt").read_text().splitlines())
@@ -61,17 +89,21 @@ def test_argv_matches_python_on_whales(workspace, tmp_path, monkeypatch):
     fake = FakeTool(tmp_path / "bin", "docker").expect("buildx", "build")
     client = DockerClient(client_call=[str(fake.path)])
     expected = []
+    pin_bases(workspace)
     for spec in (build_step(), build_step(wait_cache=True, pull=True)):  # export after the build / inside it
         assert spec.provenance is False  # dev: no attestation manifest to push
+        assert spec.base_contexts == {BASE: f"docker-image://{BASE}@{BASE_DIGEST}"}
         inline = spec.export == "inline"
         client.buildx.build(
-            spec.context, build_args=spec.build_args, push=True, metadata_file=spec.metadata_file, file=spec.dockerfile,
+            spec.context, build_args=spec.build_args, build_contexts=spec.base_contexts, push=True,
+            metadata_file=spec.metadata_file, file=spec.dockerfile,
             target=spec.build_target, cache_from=spec.cache_from_arg(), cache_to=spec.cache_to_arg() if inline else None,
             network=spec.network, tags=[spec.content_ref], progress="plain", provenance=False, pull=spec.pull,
         )
         expected.append(spec.argv()[1:])
         # the background export: the same build, the registry cache its only output
-        client.buildx.build(spec.context, build_args=spec.build_args, file=spec.dockerfile, target=spec.build_target,
+        client.buildx.build(spec.context, build_args=spec.build_args, build_contexts=spec.base_contexts,
+                            file=spec.dockerfile, target=spec.build_target,
                             cache_to=spec.cache_to_arg(), output={"type": "cacheonly"}, network=spec.network,
                             progress="plain", provenance=False)
         expected.append(spec.export_argv()[1:])

@@ -240,3 +240,20 @@ def test_prepare_opens_pooled_connections_in_the_background():
     reg = RegistryClient(client=httpx.Client(transport=httpx.MockTransport(handler)), plain_http=frozenset({"reg.example:5000"}))
     reg.prepare("reg.example:5000")
     assert got.wait(5) and seen == ["GET http://reg.example:5000/v2/"] * 2
+
+
+def test_a_run_keeps_its_bytecode_even_where_the_environment_says_not_to(tmp_path):
+    """PYTHONDONTWRITEBYTECODE (dev containers, CI images) would compile every module of the package from
+    source on every run (~45 ms of a no-op): a run writes the package's bytecode anyway; pytest is left alone."""
+    import importlib.util
+
+    import buildplane.plan
+
+    cached = Path(importlib.util.cache_from_source(buildplane.plan.__file__))
+    cached.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    probe = "import sys, buildplane, buildplane.plan; print(sys.dont_write_bytecode)"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    assert cached.is_file()  # the next run reads it instead of compiling
+    assert sys.dont_write_bytecode == bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))  # this process: untouched

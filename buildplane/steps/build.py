@@ -126,11 +126,26 @@ class BuildStep(StepFields):
     def exports_in_background(self) -> bool:
         return bool(self.cache_to) and self.export == "background"
 
+    @property
+    def base_contexts(self) -> dict[str, str]:
+        """Each external FROM pinned to the digest the inputs hold for it (`--build-context NAME=docker-image://
+        NAME@DIGEST`): the image built is the one the inputs digest names, even if the tag moves meanwhile,
+        and BuildKit reads its config from its own store instead of asking the registry (a round trip
+        or two, on every build)."""
+        out = {}
+        for key, digest in self.inputs.files.items():
+            image = key[len("<FROM "):-1] if key.startswith("<FROM ") and key.endswith(">") else None
+            if image and "@" not in image and DIGEST.match(str(digest)):
+                out[image] = f"docker-image://{image}@{digest}"
+        return out
+
     def _head(self, provenance: bool | None) -> list[str]:
         argv = [*self.builder.buildx("build"), "--progress", "plain"]
         for k, v in self.build_args.items():
             # A value from ${VAR} goes through buildx's environment (`--build-arg NAME`): never in argv or `ps`.
             argv += ["--build-arg", k if has_env(v) else f"{k}={v}"]
+        for name, source in self.base_contexts.items():
+            argv += ["--build-context", f"{name}={source}"]
         if provenance is False:
             argv.append("--provenance=false")
         return argv
