@@ -155,6 +155,9 @@ class OciRegistry:
         if req.method == "PUT":
             data = self.uploads.pop(session) + req.content
             return self._finish(name, req.url.params.get("digest", ""), data)
+        if req.method == "DELETE":  # the client gives up a session it did not use
+            del self.uploads[session]
+            return httpx.Response(204)
         return httpx.Response(405)
 
     def _finish(self, name: str, digest: str, data: bytearray) -> httpx.Response:

@@ -131,6 +131,43 @@ def test_an_edit_sends_the_new_layer_and_config_only(tmp_path):
     assert len(reg.seen) == 2 + 2 + 2  # POST and PUT of the layer and the config, two manifest PUTs
 
 
+def test_sessions_opened_while_building_take_the_new_blobs_with_one_put_each(tmp_path):
+    reg = OciRegistry()
+    client = RegistryClient(client=reg.client)
+    layout = copy_layout(tmp_path)
+    push(client, layout, read_layout(layout), "reg.test", "team/api", ["bp-1", "dev-1"])
+    edited = edited_layout(FIXTURE, tmp_path / "edited")
+    shutil.copy(layout / layout_push.PUSHED, edited / layout_push.PUSHED)
+    image = read_layout(edited)
+    reg.seen.clear()
+    sessions = layout_push.Sessions(client, "reg.test", "team/api", 3)  # one more than the edit needs
+    for t in sessions._threads:  # they open in the background while the builder works
+        t.join()
+    opened = list(reg.seen)
+    assert opened == ["POST /v2/team/api/blobs/uploads/"] * 3
+    reg.seen.clear()
+    push(client, edited, image, "reg.test", "team/api", ["bp-2", "dev-2"], sessions)
+    puts = [s for s in reg.seen if s.startswith("PUT /v2/team/api/blobs/uploads/")]
+    assert len(puts) == 2 and not [s for s in reg.seen if s.startswith("POST")]  # one PUT per new blob
+    assert len([s for s in reg.seen if s.startswith("DELETE /v2/team/api/blobs/uploads/")]) == 1  # the unused one
+    assert reg.uploads == {} and reg.tags["team/api:dev-2"] == image.digest
+    manifests = [s for s in reg.seen if "/manifests/" in s]
+    assert manifests == ["PUT /v2/team/api/manifests/bp-2", "PUT /v2/team/api/manifests/dev-2"]  # one after the other
+
+
+def test_a_session_the_registry_forgot_is_replaced_by_a_new_one(tmp_path):
+    reg = OciRegistry()
+    client = RegistryClient(client=reg.client)
+    layout = copy_layout(tmp_path)
+    image = read_layout(layout)
+    sessions = layout_push.Sessions(client, "reg.test", "team/api", 1)
+    for t in sessions._threads:
+        t.join()
+    reg.uploads.clear()  # purged meanwhile (a long build, a registry restart)
+    push(client, layout, image, "reg.test", "team/api", ["bp-1"], sessions)
+    assert {b.digest for b in image.blobs} <= set(reg.blobs) and reg.tags["team/api:bp-1"] == image.digest
+
+
 def test_another_repository_is_not_taken_to_have_the_blobs(tmp_path):
     reg = OciRegistry()
     client = RegistryClient(client=reg.client)
@@ -249,6 +286,14 @@ def test_up_on_a_local_builder_pushes_the_layout_under_both_tags(tools):
     reg.seen.clear()
     again = run(tools, reg.client)  # the no-op path: recorded as pushed under both tags, nothing asked
     assert again.to_json()["targets"]["api"]["build"] == "fresh" and reg.seen == []
+
+    Path("ctx/app.txt").write_text("v2\n")  # the edit loop: upload sessions open while the builder works
+    edited = run(tools, reg.client)
+    assert edited.exit_code == 0, edited.error
+    opened = [s for s in reg.seen if s.startswith("POST /v2/")]
+    given_up = [s for s in reg.seen if s.startswith("DELETE /v2/")]
+    # This fake builder wrote the same image again: no blob was new, so both sessions were given up.
+    assert len(opened) == 2 and len(given_up) == 2 and reg.uploads == {}
 
 
 def test_a_registry_failing_the_layout_push_gets_the_push_again_then_is_named(tools):

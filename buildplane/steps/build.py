@@ -3,11 +3,10 @@
 Fresh: this machine's record says the image for these inputs went out under both tags (no registry
 call at all), or the final registry already has the image's content tag (one HEAD, with the push scope:
 wrong credentials fail there, before anything is built); the mode tag is then added registry-side if
-missing. Otherwise the image leaves the builder once, under the content tag alone: `docker buildx build
---push` where buildx pushes once, or a build into the image store and one `docker push` where it does
-not (buildx < 0.21 on the docker driver pushes every tag a second time). The mode tag is then added
-registry-side (`steps/tag.py`, while the release runs). A push the registry broke off (5xx, reset) is
-tried again, a bounded number of times.
+missing. Otherwise the image is built and leaves the builder once (steps/push.py says which way: an
+OCI layout buildplane pushes under both tags, for a builder on this machine; else `--push` or one
+`docker push` of the content tag, the mode tag then added registry-side by `steps/tag.py` while the
+release runs). A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
 The registry cache export runs inside the build (`export="inline"`) or after it, in the background
 (`steps/cache_export.py`).
 """
@@ -19,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 from pathlib import Path
 
-from ..errors import BuildplaneError, Missing, StepFailed
+from ..errors import BuildplaneError, Missing
 from ..guards import DIGEST
 from ..freshness import ImageInputs, changed_files, shown_paths
 from ..topology.yaml_lines import expand_env, has_env
@@ -30,15 +29,13 @@ from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from ..tools import builders
 from ..tools.builders import BuilderChoice
+from . import push
 from .base import RunContext, Status, StepFields, StepResult
 
 if TYPE_CHECKING:
     from .sync import SyncSpec
 
 BUILD_TIMEOUT_S = 3600.0
-PUSH_ATTEMPTS = 3  # a registry 5xx or reset during the push: the build again (cached, so only the push), then give up
-PUSH_BACKOFF_S = 1.0
-PUSH_TIMEOUT_S = 1800.0
 
 
 @dataclass
@@ -243,20 +240,24 @@ class BuildStep(StepFields):
         facts.push = self.push_way(ctx.builder.info())
         # Inline cache travels in the image: import it from the last image this mode pushed.
         argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
+        sessions = push.open_sessions(self, ctx) if facts.push == "layout" else None
         try:
             with ctx.builder.slot(lambda: ctx.log(f"{self.target}: waiting for a free slot on "
                                                   f"{self.builder.label} (max_parallel)")):
                 lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
                 if facts.push == "docker-push":
-                    facts.digest = self._docker_push(ctx, head.found if head else None)
+                    facts.digest = push.docker_push(self, ctx, head.found if head else None)
             if facts.push == "buildx":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
             elif facts.push == "layout":
-                facts.digest = self._push_layout(ctx)
+                facts.digest = push.push_layout(self, ctx, sessions)
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
             ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
             return self.fresh_elsewhere(ctx, record, facts, digest, started)
+        finally:
+            if sessions is not None:
+                sessions.close()  # the ones no blob took (the build failed, or fewer blobs were new)
         if head is not None:
             head.result()
         progress = buildx.parse_progress(lines)
@@ -280,42 +281,6 @@ class BuildStep(StepFields):
         facts.digest = digest
         return StepResult("build", self.target, Status.FRESH, f"fresh: image for inputs digest "
                           f"{self.content_tag} already in the final registry", time.monotonic() - started, facts)
-
-    def _push_layout(self, ctx: RunContext) -> str:
-        """The layout buildx wrote, pushed under the content tag and the mode tag at once, then pruned. A
-        registry that keeps failing (5xx, resets: each call is already tried again) gets the whole push
-        again, as a broken-off `--push` gets the build again."""
-        from ..tools import layout_push
-        from ..tools.registry import Ref, RegistryFault
-
-        image = layout_push.read_layout(self.layout, buildx.read_metadata_digest(self.metadata_file))
-        ref = Ref.parse(self.content_ref)
-        delay = PUSH_BACKOFF_S
-        for attempt in range(1, PUSH_ATTEMPTS + 1):
-            try:
-                digest = layout_push.push(ctx.registry, self.layout, image, ref.host, ref.repo,
-                                          [self.content_tag, self.tag])
-                break
-            except RegistryFault as fault:
-                self._push_failed(ctx, attempt, fault, delay)
-                delay *= 2
-        layout_push.prune(self.layout, image)
-        return digest
-
-    def _push_failed(self, ctx: RunContext, attempt: int, fault, delay: float) -> None:
-        """A push the registry broke off: say so and wait before the next attempt; after the last, fail."""
-        if attempt == PUSH_ATTEMPTS:
-            raise StepFailed(f"{self.target}: the push to registry {fault.registry} failed {attempt} times, "
-                             f"last with {fault.status} ({fault.url}); check the registry's health and logs"
-                             ) from None
-        ctx.log(f"{self.target}: registry {fault.registry} answered {fault.status} during the push; "
-                f"trying again in {delay:g}s ({attempt}/{PUSH_ATTEMPTS})")
-        ctx.sleep(delay)
-
-    def _docker_push(self, ctx: RunContext, cancel=None) -> str | None:
-        """One `docker push` of the content tag from the image store; the digest it reports."""
-        res = ctx.runner.run([*self.builder.docker(), "push", self.content_ref], timeout=PUSH_TIMEOUT_S, cancel=cancel)
-        return buildx.pushed_digest(res.stdout) or ctx.registry.manifest_digest(self.content_ref)
 
     def same_inputs(self, record: dict | None) -> bool:
         return bool(record) and record.get("inputs_digest") == self.inputs.digest
@@ -373,8 +338,8 @@ class BuildStep(StepFields):
             argv = buildx.direct(argv, ctx.runner.which("docker"))
         except BuildplaneError:
             pass  # docker missing: the run below says so, with how to install it
-        delay = PUSH_BACKOFF_S
-        for attempt in range(1, PUSH_ATTEMPTS + 1):
+        delay = push.BACKOFF_S
+        for attempt in range(1, push.ATTEMPTS + 1):
             start = len(lines)
             try:
                 ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line, env=self.build_env(), cancel=cancel)
@@ -387,7 +352,7 @@ class BuildStep(StepFields):
                                   f"`{' '.join(self.builder.inspect_argv())}`") from None
                 if fault is None:
                     raise
-                self._push_failed(ctx, attempt, fault, delay)
+                push.failed(self, ctx, attempt, fault, delay)
                 delay *= 2
         raise AssertionError("unreachable")
 

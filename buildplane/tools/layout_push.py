@@ -3,8 +3,10 @@
 Why (#13): BuildKit's own push asks the registry about each blob and puts the manifest one round trip
 after another: ~0.4 s of a one-line edit on a registry 40 ms away, and the mode tag cost two more
 round trips after it. Here the blobs this target's last push put in the same repository are not asked
-about. The others go up at once, one upload session each. The manifest is put under the content tag
-and the mode tag together. That is three round trips in all.
+about. The others go up at once, each into an upload session opened while the builder worked
+(`Sessions`), so one PUT each. Then the manifest is put under the content tag and the mode tag, one
+after the other: a distribution registry on filesystem storage truncates and rewrites the manifest's
+revision link on each PUT, so two at once can fail each other. That is three round trips in all.
 
 The layout is kept between builds, so BuildKit writes only the blobs the directory lacks (an 80 MB
 image: 0.9 s written anew, 0.3 s kept). After each push it is pruned to the image just pushed. This way
@@ -14,6 +16,7 @@ Reading the layout (`read_layout`) is apart from pushing it, and is tested on a 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ IMAGE_MANIFESTS = ("application/vnd.oci.image.manifest.v1+json",
 # A blob this large that the registry is not known to have is asked about first: a rebuild of the same
 # layer (or another target's push) may have put it there, and asking is one round trip, not megabytes.
 ASK_ABOVE = 1 << 20
+CLOSE_WAIT_S = 1.0
 PUSHED = "pushed.json"  # what the last push of this layout put where: {"repository", "blobs"}
 
 
@@ -87,8 +91,48 @@ def pushed_before(root: Path, repository: str) -> frozenset[str]:
     return frozenset(str(d) for d in record["blobs"])
 
 
-def push(registry, root: Path, image: LayoutImage, host: str, repo: str, tags: list[str]) -> str:
-    """Upload what the registry lacks, then put the manifest under every tag at once; the manifest's digest.
+class Sessions:
+    """Upload sessions opened ahead, in the background while the builder works (a POST needs no digest):
+    each new blob then goes up with one PUT instead of POST + PUT. The ones no blob took are given up."""
+
+    def __init__(self, registry, host: str, repo: str, count: int) -> None:
+        self.registry, self.host, self.repo = registry, host, repo
+        self._ready: list[str] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._open, daemon=True, name="bp-upload") for _ in range(count)]
+        for t in self._threads:
+            t.start()
+
+    def _open(self) -> None:
+        try:
+            location = self.registry.open_upload(self.host, self.repo)
+        except Exception:  # noqa: BLE001 - the blob then opens its own session, and says what is wrong
+            return
+        with self._lock:
+            self._ready.append(location)
+
+    def take(self) -> str | None:
+        """An open session, or None (none opened, or still opening: the caller opens its own)."""
+        with self._lock:
+            return self._ready.pop() if self._ready else None
+
+    def close(self) -> None:
+        """Give up the sessions no blob took (best effort: distribution purges them after a week anyway).
+        One still opening after a failed build (a registry not answering) is not waited for long."""
+        for t in self._threads:
+            t.join(timeout=CLOSE_WAIT_S)
+        with self._lock:
+            left, self._ready = self._ready, []
+        calls = [lambda loc=loc: self.registry.cancel_upload(self.host, self.repo, loc) for loc in left]
+        try:
+            in_parallel(calls)
+        except Exception:  # noqa: BLE001 - cleanup; the push itself succeeded or said why it did not
+            pass
+
+
+def push(registry, root: Path, image: LayoutImage, host: str, repo: str, tags: list[str],
+         sessions: Sessions | None = None) -> str:
+    """Upload what the registry lacks, then put the manifest under each tag; the manifest's digest.
     A registry that lost a blob this machine pushed before (garbage-collected) refuses the manifest:
     then every blob is asked about, the missing ones sent, and the manifest put again."""
     known = pushed_before(root, f"{host}/{repo}")
@@ -96,15 +140,19 @@ def push(registry, root: Path, image: LayoutImage, host: str, repo: str, tags: l
     def send(blob: Blob, ask: bool) -> None:
         if ask and registry.has_blob(host, repo, blob.digest):
             return
-        registry.push_blob(host, repo, blob_path(root, blob.digest), blob.digest)
+        path = blob_path(root, blob.digest)
+        location = sessions.take() if sessions is not None else None
+        if location is None or not registry.finish_upload(host, repo, location, path, blob.digest):
+            registry.push_blob(host, repo, path, blob.digest)
 
     def put_all() -> None:
-        in_parallel([lambda t=tag: registry.put_manifest(host, repo, t, image.manifest, image.media_type)
-                     for tag in tags])
+        for tag in tags:  # one after the other: see the module's docstring
+            registry.put_manifest(host, repo, tag, image.manifest, image.media_type)
 
     in_parallel([lambda b=blob: send(b, b.size > ASK_ABOVE) for blob in image.blobs if blob.digest not in known])
+    cleanup = sessions.close if sessions is not None else (lambda: None)
     try:
-        put_all()
+        in_parallel([put_all, cleanup])
     except BlobUnknown:
         in_parallel([lambda b=blob: send(b, True) for blob in image.blobs if blob.digest in known])
         put_all()

@@ -88,30 +88,50 @@ class ImageParts:
     def push_blob(self, host: str, repo: str, data: bytes | Path, digest: str) -> None:
         """Upload a blob, from memory or from its file: monolithic (POST, then one PUT) up to CHUNK bytes,
         chunked (PATCHes) above; a registry that takes the single POST (`?digest=`) is done after it."""
-        scope = f"repository:{repo}:push,pull"
         size = len(data) if isinstance(data, bytes) else data.stat().st_size
-        small = size <= CHUNK
-        body = _part(data, 0, size) if small else b""
         single = size <= SINGLE_POST
         start = self._request("POST", host, f"/v2/{repo}/blobs/uploads/{f'?digest={digest}' if single else ''}",
-                              scope, content=body if single else b"",
+                              f"repository:{repo}:push,pull", content=_part(data, 0, size) if single else b"",
                               headers={"Content-Type": "application/octet-stream"})
         if start.status_code == 201:
             return
-        location = self._upload_location(host, repo, start)
-        if not small:
+        if not self.finish_upload(host, repo, self._upload_location(host, repo, start), data, digest):
+            raise StepFailed(f"registry {host}: lost the upload session of blob {digest[:19]} it had just opened")
+
+    def open_upload(self, host: str, repo: str) -> str:
+        """An upload session (POST: no digest needed yet), its location: opened ahead of the blob it takes."""
+        start = self._request("POST", host, f"/v2/{repo}/blobs/uploads/", f"repository:{repo}:push,pull",
+                              content=b"", headers={"Content-Type": "application/octet-stream"})
+        return self._upload_location(host, repo, start)
+
+    def finish_upload(self, host: str, repo: str, location: str, data: bytes | Path, digest: str) -> bool:
+        """The blob into an open session: one PUT up to CHUNK bytes, PATCHes and a PUT above. False when
+        the registry no longer knows the session (404: expired, or purged), so the caller opens another."""
+        scope = f"repository:{repo}:push,pull"
+        size = len(data) if isinstance(data, bytes) else data.stat().st_size
+        body = _part(data, 0, size) if size <= CHUNK else b""
+        if size > CHUNK:
             for offset in range(0, size, CHUNK):
                 part = _part(data, offset, CHUNK)
                 resp = self._request("PATCH", host, location, scope, content=part, headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{offset + len(part) - 1}"})
+                if resp.status_code == 404 and offset == 0:
+                    return False
                 location = self._upload_location(host, repo, resp)
         sep = "&" if "?" in location else "?"
         done = self._request("PUT", host, f"{location}{sep}digest={digest}", scope, content=body,
                              headers={"Content-Type": "application/octet-stream"})
+        if done.status_code == 404 and size <= CHUNK:
+            return False
         if done.status_code not in (201, 204):
             raise StepFailed(f"registry {host}: upload of blob {digest[:19]} to {repo} ended with "
                              f"HTTP {done.status_code}")
+        return True
+
+    def cancel_upload(self, host: str, repo: str, location: str) -> None:
+        """Give up a session that took no blob (distribution would keep it a week)."""
+        self._request("DELETE", host, location, f"repository:{repo}:push,pull")
 
     def _upload_location(self, host: str, repo: str, resp) -> str:
         """The upload session's path (registries answer absolute or relative URLs)."""
