@@ -6,6 +6,7 @@
 - "docker-push": the image store and one `docker push` (buildx < 0.21 on the docker driver).
 
 A push the registry broke off (5xx, resets) is tried again a bounded number of times, whichever way.
+Each function takes the build step (`steps/build.py`'s BuildStep, which calls them) as `step`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from .base import RunContext
 
 if TYPE_CHECKING:
     from ..tools.layout_push import Sessions
-    from .build import BuildStep
 
 ATTEMPTS = 3  # a registry 5xx or reset during the push: the push again, then give up
 BACKOFF_S = 1.0
@@ -27,7 +27,7 @@ DOCKER_PUSH_TIMEOUT_S = 1800.0
 SESSIONS = 2
 
 
-def failed(step: BuildStep, ctx: RunContext, attempt: int, fault, delay: float) -> None:
+def failed(step, ctx: RunContext, attempt: int, fault, delay: float) -> None:
     """A push the registry broke off: say so and wait before the next attempt; after the last, fail."""
     if attempt == ATTEMPTS:
         raise StepFailed(f"{step.target}: the push to registry {fault.registry} failed {attempt} times, "
@@ -37,7 +37,7 @@ def failed(step: BuildStep, ctx: RunContext, attempt: int, fault, delay: float) 
     ctx.sleep(delay)
 
 
-def open_sessions(step: BuildStep, ctx: RunContext) -> Sessions | None:
+def open_sessions(step, ctx: RunContext) -> Sessions | None:
     """Upload sessions for the layout push, opened now, while the builder works; only in the edit loop (the
     layout's last push went to this repository), where the new blobs are few and known to be new."""
     from ..tools import layout_push
@@ -49,7 +49,7 @@ def open_sessions(step: BuildStep, ctx: RunContext) -> Sessions | None:
     return layout_push.Sessions(ctx.registry, ref.host, ref.repo, SESSIONS)
 
 
-def push_layout(step: BuildStep, ctx: RunContext, sessions: Sessions | None) -> str:
+def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> str:
     """The layout buildx wrote, pushed under the content tag and then the mode tag, then pruned; its digest.
     A registry that keeps failing (each call is tried again already) gets the whole push again."""
     from ..tools import layout_push
@@ -70,7 +70,7 @@ def push_layout(step: BuildStep, ctx: RunContext, sessions: Sessions | None) -> 
     return digest
 
 
-def docker_push(step: BuildStep, ctx: RunContext, cancel=None) -> str | None:
+def docker_push(step, ctx: RunContext, cancel=None) -> str | None:
     """One `docker push` of the content tag from the image store; the digest it reports."""
     res = ctx.runner.run([*step.builder.docker(), "push", step.content_ref], timeout=DOCKER_PUSH_TIMEOUT_S,
                          cancel=cancel)
