@@ -94,12 +94,26 @@ def digest_big_context() -> dict:
                 "warm_s": statistics.median(warm), "ratio": statistics.median(cold) / statistics.median(warm)}
 
 
+def export_done(app: Path, target: str) -> None:
+    """Wait (outside the timing) for the background cache export the dev run left: the rebuild after the
+    prune imports what it exported — a prune while it runs would leave no cache to import."""
+    record = app / f".buildplane/state/cache-export-dev-{target}.json"
+    deadline = time.monotonic() + 300
+    while record.is_file() and json.loads(record.read_text()).get("status") == "running":
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: the cache export of {target} did not end within 300 s")
+        time.sleep(0.05)
+    if record.is_file() and json.loads(record.read_text()).get("status") != "succeeded":
+        raise SystemExit(f"bench: the cache export of {target} failed: {record.read_text()}")
+
+
 def cold_vs_cached(lab: dict, tmp: Path, env: dict) -> dict:
     cold, warm = [], []
     for i in range(3):
         app, _ = make_app(tmp / f"rebuild{i}", lab)  # new namespace: nothing in the cache registry
         prune_builder(lab)
         cold.append(timed(bp("up", "--mode", "dev", "runtime", "--build-only", "--json"), app, env))
+        export_done(app, "runtime")
         prune_builder(lab)
         warm.append(timed(bp("up", "--mode", "dev", "runtime", "--build-only", "--force", "--json"), app, env))
     return {"cold_s": statistics.median(cold), "cache_imported_s": statistics.median(warm),

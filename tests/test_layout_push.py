@@ -264,7 +264,7 @@ def run(tools, client, logs=None):
     return Engine(plan, run_context(tools["bin"], client, builder=LOCAL, logs=logs, sleep=lambda s: None)).run()
 
 
-def test_up_on_a_local_builder_pushes_the_layout_under_both_tags(tools):
+def test_up_on_a_local_builder_pushes_the_layout_and_tags_it_while_the_release_runs(tools):
     docker = tools["docker"]
     docker.rules.clear()
     docker.expect("buildx", "build", write_layout=str(FIXTURE))
@@ -277,9 +277,12 @@ def test_up_on_a_local_builder_pushes_the_layout_under_both_tags(tools):
     assert summary.to_json()["targets"]["api"]["push"] == "layout"
     repo = step.repo.split("/", 1)[1]
     assert reg.tags[f"{repo}:{step.tag}"] == reg.tags[f"{repo}:{step.content_tag}"] == facts["digest"]
-    assert not [s for s in reg.seen if s.startswith("GET")]  # no registry-side copy of the tag
+    # The mode tag: the pushed manifest's bytes, put by the tag step (while the release runs), no GET first.
+    assert not [s for s in reg.seen if s.startswith("GET")]
+    manifests = [s for s in reg.seen if s.startswith("PUT") and "/manifests/" in s]
+    assert manifests == [f"PUT /v2/{repo}/manifests/{step.content_tag}", f"PUT /v2/{repo}/manifests/{step.tag}"]
     tag = summary.results["tag:api"]
-    assert tag.status.value == "fresh" and "both tags" in tag.reason
+    assert tag.status.value == "succeeded" and "manifest" not in json.dumps(summary.to_json())
     assert json.loads(STATE.build_record("dev", "api").read_text())["tagged"] is True
     build = next(c for c in docker.calls if c[:2] == ["buildx", "build"])
     assert "--push" not in build and "--output" in build
@@ -319,3 +322,17 @@ def test_a_registry_failing_the_layout_push_gets_the_push_again_then_is_named(to
     summary = run(tools, httpx.Client(transport=httpx.MockTransport(flaky)))
     assert summary.exit_code == 1
     assert "the push to registry" in summary.error and "failed 3 times, last with 500 Internal Server Error" in summary.error
+
+
+def test_doctor_says_how_images_leave_the_builder(tmp_path):
+    from buildplane.commands.doctor import _builder
+    from buildplane.tools.builders import BuilderChoice
+    from fakes import FakeTool
+
+    running = (ROOT / "tests/fixtures/buildx-inspect-running.txt").read_text()
+    FakeTool(tmp_path / "bin", "docker").expect("buildx", "inspect", "--bootstrap", stdout=running)
+    runner = Runner(extra_path=[str(tmp_path / "bin")])
+    near = _builder(runner, BuilderChoice(), lambda: LOCAL)
+    far = _builder(runner, BuilderChoice(), lambda: replace(LOCAL, local=False))
+    assert near.ok and "on this machine: images come back as an OCI layout buildplane pushes" in near.detail
+    assert far.ok and "images leave it with --push" in far.detail

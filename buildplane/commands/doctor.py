@@ -63,7 +63,9 @@ def _builder(runner: Runner, choice: BuilderChoice, probe) -> Check:
         return Check(name, False, f"does not answer ({type(exc).__name__})", f"check it with `{shlex.join(argv)}`")
     cache = "exports registry cache" if info.registry_cache else \
         "no registry cache export (inline cache instead: enable the containerd image store or use another driver)"
-    return Check(name, True, f"{info.who}; {cache}")
+    where = {"layout": "on this machine: images come back as an OCI layout buildplane pushes",
+             "buildx": "images leave it with --push", "docker-push": "images leave it with one docker push"}
+    return Check(name, True, f"{info.who}; {cache}; {where[info.push]}")
 
 
 def run_checks(topo: Topology, runner: Runner | None = None, client: httpx.Client | None = None,

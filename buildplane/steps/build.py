@@ -46,8 +46,11 @@ class BuildFacts:
     cache: dict
     digest: str | None = None
     inline_cache: bool | None = None
-    push: str | None = None  # how the image left the builder: "buildx" (--push) or "docker-push"
+    push: str | None = None  # how the image left the builder: "layout", "buildx" (--push) or "docker-push"
     synced: dict | None = None  # made through the registry, no build: files, deleted, bytes, layer
+    # The pushed manifest (bytes, media type), when buildplane pushed it: the tag step puts it under the mode
+    # tag without reading it back. Not in to_json: facts become events.
+    manifest: tuple[bytes, str] | None = None
 
     def to_json(self) -> dict:
         out = {"image": self.image, "content_ref": self.content_ref, "cache_scope": self.cache_scope,
@@ -250,7 +253,7 @@ class BuildStep(StepFields):
             if facts.push == "buildx":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
             elif facts.push == "layout":
-                facts.digest = push.push_layout(self, ctx, sessions)
+                facts.digest, facts.manifest = push.push_layout(self, ctx, sessions)
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
             ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
@@ -264,7 +267,7 @@ class BuildStep(StepFields):
         # The mode tag is added registry-side by the tag step, while the release runs.
         facts.cache.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
         facts.inline_cache = inline
-        self._save(ctx, facts.digest, facts.cache, tagged=facts.push == "layout")
+        self._save(ctx, facts.digest, facts.cache)
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
     def _sync(self, ctx: RunContext, record: dict | None, facts: BuildFacts, started: float) -> StepResult | None:

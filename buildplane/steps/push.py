@@ -1,7 +1,8 @@
 """How a built image leaves the builder: the build facts' `push` (README, "Tag placeholders").
 
 - "layout": a builder on this machine writes an OCI layout; buildplane pushes it (tools/layout_push.py):
-  new blobs into upload sessions opened while the builder worked, the manifest under both tags.
+  new blobs into upload sessions opened while the builder worked, the manifest under the content tag;
+  the tag step puts the same bytes under the mode tag while the release runs.
 - "buildx": `--push` from the builder itself (a remote builder: its blobs never cross the workstation).
 - "docker-push": the image store and one `docker push` (buildx < 0.21 on the docker driver).
 
@@ -49,9 +50,10 @@ def open_sessions(step, ctx: RunContext) -> Sessions | None:
     return layout_push.Sessions(ctx.registry, ref.host, ref.repo, SESSIONS)
 
 
-def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> str:
-    """The layout buildx wrote, pushed under the content tag and then the mode tag, then pruned; its digest.
-    A registry that keeps failing (each call is tried again already) gets the whole push again."""
+def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> tuple[str, tuple[bytes, str]]:
+    """The layout buildx wrote, pushed under the content tag, then pruned; its digest and its manifest (bytes,
+    media type), which the tag step puts under the mode tag while the release runs. A registry that keeps
+    failing (each call is tried again already) gets the whole push again."""
     from ..tools import layout_push
     from ..tools.registry import Ref, RegistryFault
 
@@ -61,13 +63,13 @@ def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> str:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             digest = layout_push.push(ctx.registry, step.layout, image, ref.host, ref.repo,
-                                      [step.content_tag, step.tag], sessions if attempt == 1 else None)
+                                      [step.content_tag], sessions if attempt == 1 else None)
             break
         except RegistryFault as fault:
             failed(step, ctx, attempt, fault, delay)
             delay *= 2
     layout_push.prune(step.layout, image)
-    return digest
+    return digest, (image.manifest, image.media_type)
 
 
 def docker_push(step, ctx: RunContext, cancel=None) -> str | None:

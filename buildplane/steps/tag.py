@@ -1,9 +1,10 @@
 """The mode tag of a freshly pushed image, added registry-side while the release runs.
 
 The image left the builder once, under its content tag; the mode tag (what people and Tilt read) is a
-manifest copy in the registry: a GET and a PUT, two round trips that the release need not wait for,
-since Helm gets the image by digest. Its failure fails the run; until it succeeds the build record
-does not say "tagged", so the next run adds the tag again rather than trusting it.
+manifest copy in the registry: a GET and a PUT (one PUT when buildplane pushed the manifest itself and
+has its bytes), round trips that the release need not wait for, since Helm gets the image by digest.
+Its failure fails the run; until it succeeds the build record does not say "tagged", so the next run
+adds the tag again rather than trusting it.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..state import read_json, write_json_atomic
+from ..tools.registry import Ref
 from .base import RunContext, Status, StepFields, StepResult
 from .build import BuildStep
 
@@ -34,9 +36,12 @@ class TagStep(StepFields):
             return StepResult(self.kind, self.target, Status.FRESH, "nothing pushed this run", 0.0)
         if built.facts_json().get("synced"):
             return StepResult(self.kind, self.target, Status.FRESH, "the sync stored its manifest under this tag", 0.0)
-        if built.facts_json().get("push") == "layout":
-            return StepResult(self.kind, self.target, Status.FRESH, "the push put the manifest under both tags", 0.0)
-        ctx.registry.copy_tag(self.build.content_ref, self.build.tag)
+        manifest = getattr(built.facts, "manifest", None)
+        if manifest is not None:  # buildplane pushed it: the same bytes under the mode tag, one PUT
+            ref = Ref.parse(self.build.content_ref)
+            ctx.registry.put_manifest(ref.host, ref.repo, self.build.tag, *manifest)
+        else:
+            ctx.registry.copy_tag(self.build.content_ref, self.build.tag)
         path = ctx.state.build_record(self.build.mode, self.target)
         record = read_json(path)
         if record and record.get("content_ref") == self.build.content_ref:
