@@ -64,6 +64,19 @@ def test_non_utf8_output_with_a_line_callback_neither_raises_nor_stalls_the_pipe
     assert "done" in result.stderr
 
 
+def test_a_tool_given_no_stdin_reads_an_empty_one_whichever_way_its_output_goes(tmp_path):
+    """No stdin is an empty stdin (EOF at once), also with a line callback on stdout — where sh would
+    otherwise hand the child a queue nobody feeds (and poll it every 100 ms while the tool runs)."""
+    tool = tmp_path / "reader"
+    tool.write_text("#!/bin/sh\nwc -c\n")
+    tool.chmod(0o755)
+    runner = Runner(extra_path=[str(tmp_path)])
+    lines: list[str] = []
+    assert runner.run(["reader"], timeout=5, on_line=lines.append).exit_code == 0 and lines == ["0"]
+    assert runner.run(["reader"], timeout=5).stdout.strip() == "0"
+    assert runner.run(["reader"], timeout=5, stdin="four").stdout.strip() == "4"
+
+
 def test_non_utf8_output_into_plain_buffers(tmp_path):
     tool = tmp_path / "latin"
     tool.write_text("#!/bin/sh\nprintf 'na\\357ve\\n'\nprintf '\\377\\376' >&2\nexit 3\n")
