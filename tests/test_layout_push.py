@@ -48,6 +48,20 @@ def copy_layout(tmp_path: Path, src: Path = FIXTURE) -> Path:
     return dest
 
 
+def a_layout_and_a_registry(tmp_path: Path):
+    """The in-memory registry, a client on it, a copy of the buildx layout and its image."""
+    reg = OciRegistry()
+    layout = copy_layout(tmp_path)
+    return reg, RegistryClient(client=reg.client), layout, read_layout(layout)
+
+
+def opened(sessions: layout_push.Sessions) -> layout_push.Sessions:
+    """Wait for the sessions to be open, as they are by the time a build ends."""
+    for t in sessions._threads:
+        t.join()
+    return sessions
+
+
 def edited_layout(src: Path, dest: Path) -> Path:
     """`src` with its last layer replaced by one of other content: what a one-line edit's build writes."""
     shutil.copytree(src, dest)
@@ -101,10 +115,7 @@ def test_an_index_a_missing_blob_or_another_digest_cannot_be_pushed(tmp_path):
 # ---- pushing it ------------------------------------------------------------------------------------
 
 def test_each_blob_goes_once_and_the_manifest_under_both_tags_at_once(tmp_path):
-    reg = OciRegistry()
-    client = RegistryClient(client=reg.client)
-    layout = copy_layout(tmp_path)
-    image = read_layout(layout)
+    reg, client, layout, image = a_layout_and_a_registry(tmp_path)
     assert push(client, layout, image, "reg.test", "team/api", ["bp-1", "dev-1"]) == image.digest
     assert reg.tags["team/api:bp-1"] == reg.tags["team/api:dev-1"] == image.digest
     assert {b.digest for b in image.blobs} <= set(reg.blobs)
@@ -140,11 +151,8 @@ def test_sessions_opened_while_building_take_the_new_blobs_with_one_put_each(tmp
     shutil.copy(layout / layout_push.PUSHED, edited / layout_push.PUSHED)
     image = read_layout(edited)
     reg.seen.clear()
-    sessions = layout_push.Sessions(client, "reg.test", "team/api", 3)  # one more than the edit needs
-    for t in sessions._threads:  # they open in the background while the builder works
-        t.join()
-    opened = list(reg.seen)
-    assert opened == ["POST /v2/team/api/blobs/uploads/"] * 3
+    sessions = opened(layout_push.Sessions(client, "reg.test", "team/api", 3))  # one more than the edit needs
+    assert reg.seen == ["POST /v2/team/api/blobs/uploads/"] * 3
     reg.seen.clear()
     push(client, edited, image, "reg.test", "team/api", ["bp-2", "dev-2"], sessions)
     puts = [s for s in reg.seen if s.startswith("PUT /v2/team/api/blobs/uploads/")]
@@ -156,33 +164,22 @@ def test_sessions_opened_while_building_take_the_new_blobs_with_one_put_each(tmp
 
 
 def test_a_session_the_registry_forgot_is_replaced_by_a_new_one(tmp_path):
-    reg = OciRegistry()
-    client = RegistryClient(client=reg.client)
-    layout = copy_layout(tmp_path)
-    image = read_layout(layout)
-    sessions = layout_push.Sessions(client, "reg.test", "team/api", 1)
-    for t in sessions._threads:
-        t.join()
+    reg, client, layout, image = a_layout_and_a_registry(tmp_path)
+    sessions = opened(layout_push.Sessions(client, "reg.test", "team/api", 1))
     reg.uploads.clear()  # purged meanwhile (a long build, a registry restart)
     push(client, layout, image, "reg.test", "team/api", ["bp-1"], sessions)
     assert {b.digest for b in image.blobs} <= set(reg.blobs) and reg.tags["team/api:bp-1"] == image.digest
 
 
 def test_another_repository_is_not_taken_to_have_the_blobs(tmp_path):
-    reg = OciRegistry()
-    client = RegistryClient(client=reg.client)
-    layout = copy_layout(tmp_path)
-    image = read_layout(layout)
+    reg, client, layout, image = a_layout_and_a_registry(tmp_path)
     push(client, layout, image, "reg.test", "team/api", ["bp-1"])
     push(client, layout, image, "reg.test", "team/web", ["bp-1"])
     assert reg.seen.count("POST /v2/team/web/blobs/uploads/") == 3 and reg.tags["team/web:bp-1"] == image.digest
 
 
 def test_a_registry_that_lost_a_blob_pushed_before_gets_it_again(tmp_path):
-    reg = OciRegistry()
-    client = RegistryClient(client=reg.client)
-    layout = copy_layout(tmp_path)
-    image = read_layout(layout)
+    reg, client, layout, image = a_layout_and_a_registry(tmp_path)
     push(client, layout, image, "reg.test", "team/api", ["bp-1"])
     del reg.blobs[image.layers[0].digest]  # garbage-collected since
     reg.seen.clear()
