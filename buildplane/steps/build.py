@@ -3,10 +3,10 @@
 Fresh: this machine's record says the image for these inputs went out under both tags (no registry
 call at all), or the final registry already has the image's content tag (one HEAD, with the push scope:
 wrong credentials fail there, before anything is built); the mode tag is then added registry-side if
-missing. Otherwise the image is built and leaves the builder once (steps/push.py says which way: an
-OCI layout buildplane pushes under both tags, for a builder on this machine; else `--push` or one
-`docker push` of the content tag, the mode tag then added registry-side by `steps/tag.py` while the
-release runs). A push the registry broke off (5xx, reset) is tried again, a bounded number of times.
+missing. Otherwise the image is built and leaves the builder once, under the content tag (steps/push.py
+says which way: an OCI layout buildplane pushes, for a builder on this machine; else `--push`, or one
+`docker push`). The mode tag is then added registry-side by `steps/tag.py` while the release runs. A
+push the registry broke off (5xx, reset) is tried again, a bounded number of times.
 The registry cache export runs inside the build (`export="inline"`) or after it, in the background
 (`steps/cache_export.py`).
 """
@@ -202,8 +202,9 @@ class BuildStep(StepFields):
                               "build and push only if missing",
                "image": self.ref,
                "tag": f"{self.ref}: added registry-side, a manifest copy of {self.content_ref} (no second push)",
-               "push": "once, under the content tag: buildx --push, or --load + docker push where buildx "
-                       "pushes every tag twice (< 0.21, docker driver)"}
+               "push": "once, under the content tag: an OCI layout buildplane pushes (a builder on this machine; "
+                       "--output type=oci instead of --push), else buildx --push, or --load + docker push where "
+                       "buildx pushes every tag twice (< 0.21, docker driver)"}
         if self.exports_in_background:
             out["cache_export"] = {"when": "background, after the release", "argv": self.export_argv()}
         if self.sync is not None:

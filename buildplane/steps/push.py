@@ -20,7 +20,9 @@ from .base import RunContext
 if TYPE_CHECKING:
     from ..tools.layout_push import Sessions
 
-ATTEMPTS = 3  # a registry 5xx or reset during the push: the push again, then give up
+# A registry 5xx or reset during the push: the push again (with --push, the build again: cached, so only
+# the push), then give up.
+ATTEMPTS = 3
 BACKOFF_S = 1.0
 DOCKER_PUSH_TIMEOUT_S = 1800.0
 # Upload sessions opened ahead of a layout push in the edit loop: a one-line edit's new blobs are its

@@ -122,8 +122,8 @@ class BuilderInfo:
     @property
     def push(self) -> str:
         """How the image leaves the builder:
-        - "layout": an OCI layout on this machine, pushed by buildplane (tools/layout_push.py), both tags at
-          once: the fewest round trips, for a builder on this machine that writes OCI layouts;
+        - "layout": an OCI layout on this machine, pushed by buildplane (tools/layout_push.py): the fewest
+          round trips, for a builder on this machine that writes OCI layouts;
         - "docker-push": the image store and one `docker push` (buildx < 0.21, docker driver);
         - "buildx": `--push`, once (a remote builder: its blobs go straight to the registry)."""
         if self.local and self.registry_cache:
