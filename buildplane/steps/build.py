@@ -12,16 +12,14 @@ The registry cache export runs inside the build (`export="inline"`) or after it,
 """
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 from pathlib import Path
 
 from ..errors import BuildplaneError, Missing
 from ..guards import DIGEST
 from ..freshness import ImageInputs, changed_files, shown_paths
-from ..topology.yaml_lines import expand_env, has_env
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.registry import HeadInBackground
@@ -30,6 +28,7 @@ from ..tools import cache_export
 from ..tools import builders
 from ..tools.builders import BuilderChoice
 from . import push
+from .build_argv import BuildxArgv
 from .base import RunContext, Status, StepFields, StepResult
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ class BuildFacts:
 
 
 @dataclass(frozen=True)
-class BuildStep(StepFields):
+class BuildStep(StepFields, BuildxArgv):
     kind: ClassVar[str] = "build"
     target: str
     mode: str
@@ -100,101 +99,6 @@ class BuildStep(StepFields):
     @property
     def content_ref(self) -> str:
         return f"{self.repo}:{self.content_tag}"
-
-    # -- argv ---------------------------------------------------------------------------------
-    def cache_from_arg(self, inline_from: str | None = None) -> str | None:
-        """Registry cache import; with inline cache, the image it travels in (the last one pushed)."""
-        if not self.cache_from:
-            return None
-        return f"type=registry,ref={inline_from or self.cache_from}"
-
-    def cache_to_arg(self, inline: bool = False) -> str | None:
-        if not self.cache_to:
-            return None
-        return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max"
-
-    def push_way(self, info) -> str:
-        """How this image leaves the builder (`BuilderInfo.push`), but never as a layout when that would
-        hold more than one image manifest: several platforms, or an attestation beside the image."""
-        way = info.push
-        if way == "layout" and (self.layout is None or self.provenance is not False
-                                or (self.platform and "," in self.platform)):
-            return replace(info, local=False).push
-        return way
-
-    @property
-    def exports_in_background(self) -> bool:
-        return bool(self.cache_to) and self.export == "background"
-
-    @property
-    def base_contexts(self) -> dict[str, str]:
-        """Each external FROM pinned to the digest the inputs hold for it (`--build-context NAME=docker-image://
-        NAME@DIGEST`): the image built is the one the inputs digest names, even if the tag moves meanwhile,
-        and BuildKit reads its config from its own store instead of asking the registry (a round trip
-        or two, on every build)."""
-        out = {}
-        for key, digest in self.inputs.files.items():
-            image = key[len("<FROM "):-1] if key.startswith("<FROM ") and key.endswith(">") else None
-            if image and "@" not in image and DIGEST.match(str(digest)):
-                out[image] = f"docker-image://{image}@{digest}"
-        return out
-
-    def _head(self, provenance: bool | None) -> list[str]:
-        argv = [*self.builder.buildx("build"), "--progress", "plain"]
-        for k, v in self.build_args.items():
-            # A value from ${VAR} goes through buildx's environment (`--build-arg NAME`): never in argv or `ps`.
-            argv += ["--build-arg", k if has_env(v) else f"{k}={v}"]
-        for name, source in self.base_contexts.items():
-            argv += ["--build-context", f"{name}={source}"]
-        if provenance is False:
-            argv.append("--provenance=false")
-        return argv
-
-    def _tail(self) -> list[str]:
-        argv = []
-        if self.platform:
-            argv += ["--platform", self.platform]
-        if self.network:
-            argv += ["--network", self.network]
-        return argv
-
-    def argv(self, inline_cache: bool = False, inline_from: str | None = None, push: str = "buildx") -> list[str]:
-        """`docker buildx build …` in the same order python-on-whales writes it (tested for parity)."""
-        argv = self._head(self.provenance)
-        if self.pull:
-            argv.append("--pull")
-        if push == "layout":
-            argv += ["--output", f"type=oci,dest={self.layout},tar=false"]
-        else:
-            argv.append("--push" if push == "buildx" else "--load")  # docker-push: into the image store first
-        argv += ["--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
-        if self.build_target:
-            argv += ["--target", self.build_target]
-        cf = self.cache_from_arg(inline_from if inline_cache else None)
-        if inline_cache and not inline_from:
-            cf = None  # inline cache with no earlier image: nothing to import
-        ct = self.cache_to_arg(inline_cache) if inline_cache or not self.exports_in_background else None
-        if cf:
-            argv += ["--cache-from", cf]
-        if ct:
-            argv += ["--cache-to", ct]
-        # One tag leaves the builder; the content tag goes, so a run cut short after the push is still fresh.
-        argv += [*self._tail(), "--tag", self.content_ref, str(self.context)]
-        return argv
-
-    def export_argv(self) -> list[str]:
-        """The background cache export: the same build (all of it in the builder's cache by now), with
-        only the registry cache as output — no image, no import, no attestation."""
-        argv = self._head(False) + ["--file", str(self.dockerfile)]
-        if self.build_target:
-            argv += ["--target", self.build_target]
-        argv += ["--cache-to", self.cache_to_arg(), "--output", "type=cacheonly"]
-        return argv + self._tail() + [str(self.context)]
-
-    def build_env(self) -> dict[str, str] | None:
-        """The environment buildx gets: ours, plus each ${VAR} build arg under its own name."""
-        secret = {k: expand_env(v) for k, v in self.build_args.items() if has_env(v)}
-        return {**os.environ, **secret} if secret else None
 
     def describe(self) -> dict:
         out = {"argv": self.argv(), "cache_scope": self.cache_scope, "inputs_digest": self.inputs.digest,
