@@ -69,6 +69,7 @@ class ImageInputs:
     digest: str
     files: dict[str, str]
     spec: str = ""  # digest of everything but the context's files (Dockerfile, args, target, platform, bases)
+    bases: dict[str, str] = field(default_factory=dict)  # each external FROM → the digest it resolved to
 
 
 def walk_context(context: Path, ignore: DockerIgnore):
@@ -127,7 +128,8 @@ def image_inputs(
     for rel in sorted(files):
         h.update(rel.encode() + b"\0" + files[rel].encode() + b"\n")
     files["<Dockerfile>"] = df_hash
-    return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest())
+    return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest(),
+                       bases=dict(bases or {}))
 
 
 def changed_files(before: dict[str, str], after: dict[str, str], limit: int = 3) -> list[str]:

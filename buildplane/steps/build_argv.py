@@ -42,12 +42,8 @@ class BuildxArgv:
         NAME@DIGEST`): the image built is the one the inputs digest names, even if the tag moves meanwhile,
         and BuildKit reads its config from its own store instead of asking the registry (a round trip
         or two, on every build)."""
-        out = {}
-        for key, digest in self.inputs.files.items():
-            image = key[len("<FROM "):-1] if key.startswith("<FROM ") and key.endswith(">") else None
-            if image and "@" not in image and DIGEST.match(str(digest)):
-                out[image] = f"docker-image://{image}@{digest}"
-        return out
+        return {image: f"docker-image://{image}@{digest}" for image, digest in self.inputs.bases.items()
+                if "@" not in image and DIGEST.match(str(digest))}
 
     def _head(self, provenance: bool | None) -> list[str]:
         argv = [*self.builder.buildx("build"), "--progress", "plain"]

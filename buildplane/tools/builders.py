@@ -21,6 +21,7 @@ from pathlib import Path
 BUILDER_ENV = "BUILDPLANE_BUILDER"
 # buildx's words when the builder itself is not there (not a registry or a Dockerfile failing).
 _UNREACHABLE = re.compile(r"(Cannot connect to the Docker daemon[^\n]*|no builder \"[^\"]+\" found)")
+LOCAL_SCHEMES = ("unix://", "npipe://")  # a daemon or BuildKit on this machine
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a buildx builder or Docker context name
 
 
@@ -68,19 +69,22 @@ def context_store(environ=None) -> Path:
     return Path(base) / "contexts" / "meta"
 
 
+def _context_meta(name: str, environ=None) -> Path:
+    """Where the Docker CLI keeps a context: `meta/<sha256 of the name>/meta.json`."""
+    return context_store(environ) / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
+
+
 def is_docker_context(name: str, environ=None) -> bool:
-    """A context the Docker CLI knows: its store keeps `meta/<sha256 of the name>/meta.json`."""
+    """A context the Docker CLI knows."""
     if name == "default":
         return False  # the built-in context: the environment's own daemon
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    return (context_store(environ) / digest / "meta.json").is_file()
+    return _context_meta(name, environ).is_file()
 
 
 def context_host(name: str, environ=None) -> str | None:
     """The Docker endpoint a context names (`Endpoints.docker.Host` in its meta.json), or None."""
-    digest = hashlib.sha256(name.encode()).hexdigest()
     try:
-        meta = json.loads((context_store(environ) / digest / "meta.json").read_text())
+        meta = json.loads(_context_meta(name, environ).read_text())
         host = meta["Endpoints"]["docker"]["Host"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -92,15 +96,13 @@ def endpoint_is_local(endpoint: str, environ=None) -> bool:
     context (the environment's own: `DOCKER_HOST`, else the local daemon) whose daemon is one. tcp://,
     ssh://, kubernetes and cloud endpoints are not."""
     environ = os.environ if environ is None else environ
-    if endpoint.startswith(("unix://", "npipe://")):
-        return True
     if "://" in endpoint:
-        return False
+        return endpoint.startswith(LOCAL_SCHEMES)
     if endpoint in ("", "default"):
         host = environ.get("DOCKER_HOST", "")
-        return not host or host.startswith(("unix://", "npipe://"))
+        return not host or host.startswith(LOCAL_SCHEMES)
     host = context_host(endpoint, environ)
-    return host is not None and host.startswith(("unix://", "npipe://"))
+    return host is not None and host.startswith(LOCAL_SCHEMES)
 
 
 def choose(topo, flag: str | None, environ=None) -> BuilderChoice:
