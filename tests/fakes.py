@@ -50,6 +50,7 @@ for index, rule in enumerate(rules):
                 with open({log!r}, "a") as fh:
                     fh.write(json.dumps([{name!r}, "<SIGTERM>"]) + "\\n")
                 if not rule.get("ignore_term"):
+                    time.sleep(rule.get("term_grace", 0))  # a tool that takes a while to stop
                     sys.exit(0)
             signal.signal(signal.SIGTERM, on_term)
             while True:

@@ -160,8 +160,10 @@ def test_restart_is_a_helm_upgrade_with_the_same_image(tools, run_cli, monkeypat
     tools["helm"].expect("upgrade", "demo-api", stdout="Release \"demo-api\" has been upgraded.\nREVISION: 8\n")
     res = run_cli("--topology", "topology.yaml", "restart", "api", "--json")
     assert res.code == 0, res.err
-    assert json.loads(res.out)["targets"]["api"] == {"restart": "applied", "revision": 8,
-                                                     "reason": json.loads(res.out)["targets"]["api"]["reason"]}
+    api = json.loads(res.out)["targets"]["api"]
+    assert set(api) == {"restart", "revision", "reason"}
+    assert api["restart"] == "applied" and api["revision"] == 8
+    assert re.fullmatch(r"restarted at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: revision 8, same image", api["reason"])
     (call,) = [c for c in tools["helm"].calls if c[:1] == ["upgrade"]]
     assert call[:3] == ["upgrade", "demo-api", "chart"] and "--install" not in call
     assert call[call.index("--namespace") + 1] == NS and call[call.index("--kube-context") + 1] == "lab"

@@ -171,7 +171,12 @@ def test_mutating_kubectl_is_refused(argv):
 @pytest.mark.parametrize("argv", [["kubectl", "get", "pods"], ["kubectl", "-n", "x", "logs", "p"],
                                   ["kubectl", "config", "current-context"]])
 def test_read_only_kubectl_is_allowed(argv):
-    check_kubectl(argv)
+    assert check_kubectl(argv) is None
+    # The same command line with its verb swapped for a mutating one is refused: the check reads the verb.
+    verb = next(i for i, a in enumerate(argv) if a in ("get", "logs", "config"))
+    mutated = [*argv[:verb], "delete", *argv[verb + 1:]]
+    with pytest.raises(Refused):
+        check_kubectl(mutated)
 
 
 def test_every_command_has_help_with_an_example(run_cli):

@@ -84,6 +84,11 @@ def test_noop_up_calls_no_buildx(lab, built, tmp_path):
     assert {t["build"] for t in summary["targets"].values()} == {"fresh"}
     assert {t["release"] for t in summary["targets"].values()} == {"fresh"}
     assert not calls.exists() or "buildx" not in calls.read_text()
+    # Positive control: through the same shim, a forced run's build is recorded, so the shim is on the path.
+    res, summary = up(built["app"], lab, "--force", "portal", env=env)
+    assert res.code == 0, res.err
+    assert summary["targets"]["portal"]["build"] == "built"
+    assert "buildx build" in calls.read_text()
 
 
 def test_edit_one_portal_file_rebuilds_portal_only(lab, built):

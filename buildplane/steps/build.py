@@ -26,6 +26,8 @@ from ..tools.registry import HeadInBackground
 from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from ..tools import builders
+from ..tools import layout_push
+from ..tools.layout_push import LayoutDamaged
 from ..tools.builders import BuilderChoice
 from . import push
 from .build_argv import BuildxArgv
@@ -143,22 +145,27 @@ class BuildStep(StepFields, BuildxArgv):
                 return self.fresh_elsewhere(ctx, record, facts, digest, started)
         head = HeadInBackground(ctx.registry, self.content_ref) if not ctx.force and in_edit_loop else None
         if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
-            cache_export.supersede(ctx.state, self.mode, self.target, ctx.log)
+            cache_export.supersede(ctx.state, self.mode, self.target, ctx.log, wait=not self.exports_in_background)
         inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
         facts.push = self.push_way(ctx.builder.info())
         # Inline cache travels in the image: import it from the last image this mode pushed.
         argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
         sessions = push.open_sessions(self, ctx) if facts.push == "layout" else None
+        if facts.push == "layout":
+            push.begin_layout(self, ctx)
         try:
-            with ctx.builder.slot(lambda: ctx.log(f"{self.target}: waiting for a free slot on "
-                                                  f"{self.builder.label} (max_parallel)")):
-                lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
-                if facts.push == "docker-push":
-                    facts.digest = push.docker_push(self, ctx, head.found if head else None)
+            lines = self._build_in_slot(ctx, argv, reason, facts, head)
             if facts.push == "buildx":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
             elif facts.push == "layout":
-                facts.digest, facts.manifest = push.push_layout(self, ctx, sessions)
+                try:
+                    facts.digest, facts.manifest = push.push_layout(self, ctx, sessions)
+                except LayoutDamaged as exc:  # never pushed: the image is written into a new layout
+                    ctx.log(f"{self.target}: {exc}; building it into a new layout")
+                    layout_push.wipe(self.layout)
+                    push.begin_layout(self, ctx)
+                    lines = self._build_in_slot(ctx, argv, reason, facts, head)
+                    facts.digest, facts.manifest = push.push_layout(self, ctx, None)
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
             ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
@@ -174,6 +181,21 @@ class BuildStep(StepFields, BuildxArgv):
         facts.inline_cache = inline
         self._save(ctx, facts.digest, facts.cache)
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+    def _build_in_slot(self, ctx: RunContext, argv: list[str], reason: str, facts: BuildFacts,
+                       head: HeadInBackground | None) -> list[str]:
+        """The build (and a `docker push`) once the builder has a free slot; its progress lines."""
+        with ctx.builder.slot(lambda: ctx.log(f"{self.target}: waiting for a free slot on "
+                                              f"{self.builder.label} (max_parallel)")):
+            try:
+                lines = self._build_and_push(ctx, argv, reason, head.found if head else None)
+            except BaseException:
+                if facts.push == "layout":
+                    push.end_layout_after_failure(self)
+                raise
+            if facts.push == "docker-push":
+                facts.digest = push.docker_push(self, ctx, head.found if head else None)
+        return lines
 
     def _sync(self, ctx: RunContext, record: dict | None, facts: BuildFacts, started: float) -> StepResult | None:
         """The next image without the builder (steps/sync.py), or None: then the build."""

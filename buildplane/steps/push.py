@@ -60,6 +60,7 @@ def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> tuple[str, 
     from ..tools.registry import Ref, RegistryFault
 
     image = layout_push.read_layout(step.layout, buildx.read_metadata_digest(step.metadata_file))
+    layout_push.end_write(step.layout)
     ref = Ref.parse(step.content_ref)
     delay = BACKOFF_S
     for attempt in range(1, ATTEMPTS + 1):
@@ -72,6 +73,21 @@ def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> tuple[str, 
             delay *= 2
     layout_push.prune(step.layout, image)
     return digest, (image.manifest, image.media_type)
+
+
+def begin_layout(step, ctx: RunContext) -> None:
+    """Before buildx writes the layout: one a killed build left half-written is removed (tools/layout_push.py)."""
+    from ..tools import layout_push
+
+    if layout_push.begin_write(step.layout):
+        ctx.log(f"{step.target}: the OCI layout {step.layout} was left half-written by a build that was "
+                "stopped; writing it anew")
+
+
+def end_layout_after_failure(step) -> None:
+    from ..tools import layout_push
+
+    layout_push.end_failed_write(step.layout)
 
 
 def docker_push(step, ctx: RunContext, cancel=None) -> str | None:

@@ -16,7 +16,10 @@ Reading the layout (`read_layout`) is apart from pushing it, and is tested on a 
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,9 @@ IMAGE_MANIFESTS = ("application/vnd.oci.image.manifest.v1+json",
 ASK_ABOVE = 1 << 20
 CLOSE_WAIT_S = 1.0
 PUSHED = "pushed.json"  # what the last push of this layout put where: {"repository", "blobs"}
+# Present while buildx writes into the layout: a layout that still has it when the next build starts was
+# left half-written (buildx or `up` killed mid-export) and is removed, never pushed.
+WRITING = ".writing"
 
 
 @dataclass(frozen=True)
@@ -58,30 +64,84 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "blobs" / algorithm / hexa
 
 
+class LayoutDamaged(StepFailed):
+    """The layout does not hold a whole image (a blob short or altered): written again, never pushed."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def read_layout(root: Path, digest: str | None = None) -> LayoutImage:
     """The one image manifest of the layout (the one with `digest`, when given: buildx's metadata file
-    names it). An index (several platforms) or a missing blob is a StepFailed naming the layout."""
+    names it). BuildKit appends to a kept layout's index.json, so the same digest may stand there twice.
+    An index (several platforms) is a StepFailed naming the layout; a blob missing, short or not matching
+    its digest (manifest and config are hashed, layers' sizes checked) is a LayoutDamaged."""
     try:
         index = json.loads((root / "index.json").read_text())
-        entries = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+        entries = {m.get("digest"): m for m in index.get("manifests", []) if isinstance(m, dict)}
         if digest:
-            entries = [m for m in entries if m.get("digest") == digest]
+            entries = {d: m for d, m in entries.items() if d == digest}
         if len(entries) != 1:
             raise ValueError(f"{len(entries)} manifests{' with digest ' + digest if digest else ''} in index.json")
-        entry = entries[0]
+        (entry,) = entries.values()
         media = entry.get("mediaType", "")
         if media not in IMAGE_MANIFESTS:
             raise ValueError(f"its manifest is a {media or 'document without a media type'}, not one image's")
         body = blob_path(root, entry["digest"]).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StepFailed(f"the OCI layout buildx wrote to {root} cannot be pushed: {exc}") from None
+    try:
+        if "sha256:" + hashlib.sha256(body).hexdigest() != entry["digest"]:
+            raise ValueError(f"manifest {entry['digest'][:19]} does not match its digest")
         manifest = json.loads(body)
         config = Blob(manifest["config"]["digest"], int(manifest["config"]["size"]))
         layers = tuple(Blob(layer["digest"], int(layer["size"])) for layer in manifest.get("layers", []))
         for blob in (config, *layers):
-            if not blob_path(root, blob.digest).is_file():
+            path = blob_path(root, blob.digest)
+            if not path.is_file():
                 raise ValueError(f"blob {blob.digest[:19]} is missing")
+            if path.stat().st_size != blob.size:
+                raise ValueError(f"blob {blob.digest[:19]} has {path.stat().st_size} of its {blob.size} bytes")
+        if _sha256(blob_path(root, config.digest)) != config.digest:
+            raise ValueError(f"config {config.digest[:19]} does not match its digest")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StepFailed(f"the OCI layout buildx wrote to {root} cannot be pushed: {exc}") from None
+        raise LayoutDamaged(f"the OCI layout at {root} is damaged: {exc}") from None
     return LayoutImage(entry["digest"], media, body, config, layers)
+
+
+def begin_write(root: Path) -> bool:
+    """Before buildx writes into the kept layout: one left half-written (its WRITING mark is still there)
+    is removed first; True when that happened. Then the mark is set until `end_write`."""
+    wiped = (root / WRITING).exists()
+    if wiped:
+        wipe(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / WRITING).write_text(str(os.getpid()))
+    return wiped
+
+
+def end_write(root: Path) -> None:
+    """The layout holds a whole image (read_layout said so)."""
+    (root / WRITING).unlink(missing_ok=True)
+
+
+def end_failed_write(root: Path) -> None:
+    """After a build that failed: a failure before the export (the usual one: a step's error) left the
+    layout as it was, and it keeps its blobs for the next build; one that may have cut the export short
+    keeps its mark, so the next build starts from an empty layout."""
+    try:
+        index = json.loads((root / "index.json").read_text())
+        for entry in index.get("manifests", []):
+            read_layout(root, entry["digest"])
+    except (OSError, ValueError, KeyError, TypeError, StepFailed):
+        return
+    end_write(root)
+
+
+def wipe(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def pushed_before(root: Path, repository: str) -> frozenset[str]:
@@ -162,8 +222,14 @@ def push(registry, root: Path, image: LayoutImage, host: str, repo: str, tags: l
 
 
 def prune(root: Path, image: LayoutImage) -> None:
-    """Keep only the pushed image's blobs: the next build writes what it changes, nothing piles up."""
+    """Keep only the pushed image: its blobs, and index.json naming it alone (BuildKit appends to the
+    index on every build into the kept layout), so the next build writes what it changes and nothing
+    piles up or points at a blob that is gone."""
     keep = {image.digest, *(b.digest for b in image.blobs)}
     for path in (root / "blobs").glob("*/*"):
         if f"{path.parent.name}:{path.name}" not in keep:
             path.unlink(missing_ok=True)
+    index = json.loads((root / "index.json").read_text())
+    index["manifests"] = [m for m in index.get("manifests", []) if isinstance(m, dict)
+                          and m.get("digest") == image.digest][:1]
+    write_json_atomic(root / "index.json", index)

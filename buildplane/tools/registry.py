@@ -42,17 +42,25 @@ class RegistryFault(StepFailed):
 
 @dataclass(frozen=True)
 class Ref:
+    """An image reference split as the registry API wants it. `tag` is what goes after `/manifests/`:
+    the digest when the reference has one (`repo:tag@sha256:…` names the digest; the tag is a label)."""
     host: str
     repo: str
     tag: str
 
     @classmethod
     def parse(cls, ref: str) -> "Ref":
-        host, rest = ref.split("/", 1)
-        repo, _, tag = rest.rpartition(":")
-        if not repo or "/" in tag:
+        name, _, digest = ref.partition("@")
+        first, slash, rest = name.partition("/")
+        # The first component is a registry host only if it looks like one (docker's own rule).
+        if not slash or not ("." in first or ":" in first or first == "localhost"):
+            first, rest = "docker.io", name
+            if "/" not in rest:
+                rest = f"library/{rest}"
+        repo, colon, tag = rest.rpartition(":")
+        if not colon or "/" in tag:
             repo, tag = rest, "latest"
-        return cls(host, repo, tag)
+        return cls(first, repo, digest or tag)
 
 
 def plain_http_host(host: str, listed) -> bool:
