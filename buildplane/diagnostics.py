@@ -55,7 +55,10 @@ def pod_view(pod: dict, repo: str | None = None) -> PodView:
             problems.append(f"{s.get('name')}: last ended {last['reason']} (exit {last.get('exitCode')})")
         image = images.get(s.get("name"), s.get("image", ""))
         if repo is None or image.startswith(repo):
-            digest = digest_of(s.get("imageID"))
+            # imageID is the runtime's word; a running container whose spec pins a digest runs that digest
+            # even where the runtime does not say so (KWOK, some CRI shims leave imageID empty).
+            running = bool((s.get("state") or {}).get("running"))
+            digest = digest_of(s.get("imageID")) or (digest_of(image) if running and "@" in image else None)
             if digest:
                 digests.append(digest)
     if status.get("reason") and not problems:  # Evicted, …

@@ -7,7 +7,8 @@ bp=.venv/bin/buildplane
 topo=ops/infra/topology/local.yaml
 . ops/lab/paths.sh
 
-echo "== 1. buildplane up --mode dev (runtime, portal): build what changed, push, release"
+echo "== 1. buildplane up --mode dev (runtime, portal): build what changed, push, helm upgrade --install --wait"
+echo "      into the lab cluster, then smoke the routes (they serve the files of the image each release runs)"
 time "$bp" --topology "$topo" up --mode dev --json >.buildplane-demo-1.json || { cat .buildplane-demo-1.json; exit 1; }
 echo
 echo "== 2. the same again: nothing changed, so nothing is built, pushed or released"
@@ -29,11 +30,14 @@ eval "$("$bp" env "$topo" --mode dev)"
 echo "  images     $BUILDPLANE_IMAGE_RUNTIME, $BUILDPLANE_IMAGE_PORTAL (final registry, htpasswd auth)"
 echo "  cache      $BUILDPLANE_CACHE_REF_RUNTIME, $BUILDPLANE_CACHE_REF_PORTAL"
 echo "  mirror     $BUILDPLANE_REGISTRY_MIRROR/library/busybox:1.35 (base image)"
-echo "  rendered   .buildplane/rendered/dev-runtime.yaml, .buildplane/rendered/dev-portal.yaml (no cluster here)"
+echo "  releases   helm releases fractalops-runtime, fractalops-portal in $BUILDPLANE_NAMESPACE on the lab cluster ($KUBECONFIG)"
 echo "  builder    $DOCKER_HOST (lab dir $BP_LAB_DIR)"
 echo
 echo "Is what runs what the tree builds? (buildplane status)"
 "$bp" --topology "$topo" status runtime portal
+echo
+echo "The pods the releases run, read from the cluster (buildplane status --pods):"
+"$bp" --topology "$topo" status --pods runtime portal
 echo
 echo "Cache hit ratios and step durations so far (buildplane events stats):"
 "$bp" --topology "$topo" events stats

@@ -32,11 +32,15 @@ def lab_env() -> dict:
     return lab
 
 
-def process_env(lab: dict, **extra) -> dict:
+def process_env(lab: dict, *, cluster: bool = False, **extra) -> dict:
+    """The environment of a buildplane run on the lab. The lab's cluster is seen only by a test that
+    asks for it (`cluster=True`): the others render their releases, as they would with no cluster."""
     env = dict(os.environ)
     env.update(DOCKER_HOST=lab["DOCKER_HOST"], DOCKER_CONFIG=lab["DOCKER_CONFIG"],
                PATH=f"{lab['bin']}:{env['PATH']}")
+    env["KUBECONFIG"] = lab["kubeconfig"] if cluster else os.devnull
     env.pop("BUILDPLANE_TOPOLOGY", None)
+    env.pop("BUILDPLANE_KUBE_CONTEXT", None)
     env.update(extra)
     return env
 

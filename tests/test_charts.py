@@ -114,3 +114,13 @@ def test_a_tag_instead_of_a_digest_is_refused(helm):
     out = subprocess.run([helm, "template", "rel", str(ROOT / "charts/fractalops-portal"), "--set", f"image.repository={REPO}",
                           "--set", "image.digest=latest"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "image.digest must be sha256" in out.stderr
+
+
+def test_a_rolled_back_release_is_read_from_helms_own_status_json():
+    """Saved from helm 4.1.4 on the lab cluster: an upgrade that timed out under --rollback-on-failure."""
+    from buildplane.tools.manifests import release_status, rolled_back_to
+    text = (Path(__file__).parent / "fixtures/helm-status-rolled-back.json").read_text()
+    assert release_status(text) == ("deployed", 3)
+    assert rolled_back_to(text) == 1
+    assert rolled_back_to(text.replace("Rollback to 1", "Upgrade complete")) is None
+    assert rolled_back_to("not json") is None

@@ -224,30 +224,6 @@ def test_no_mutating_kubernetes_call_exists_in_the_product():
                     "read_namespaced_pod_log"}
 
 
-@pytest.mark.cluster
-def test_against_a_real_cluster(tmp_path):
-    """`up` → `status --pods` → `logs` → `restart` → `status` on a real cluster (README: "Diagnostics on a
-    real cluster"). Needs BUILDPLANE_TEST_KUBE_CONTEXT and BUILDPLANE_TEST_TOPOLOGY."""
-    context = os.environ.get("BUILDPLANE_TEST_KUBE_CONTEXT")
-    topology = os.environ.get("BUILDPLANE_TEST_TOPOLOGY")
-    if not context or not topology:
-        pytest.skip("no cluster here: set BUILDPLANE_TEST_KUBE_CONTEXT and BUILDPLANE_TEST_TOPOLOGY to run it "
-                    "(k3s or kind, see README)")
-    bp = [sys.executable, "-m", "buildplane", "--topology", topology]
-    env = {**os.environ, "BUILDPLANE_KUBE_CONTEXT": context, "BUILDPLANE_STATE_DIR": str(tmp_path / "state")}
-
-    def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        return subprocess.run([*bp, *args], capture_output=True, text=True, env=env, timeout=timeout)
-    assert run("up", "--mode", "dev").returncode == 0
-    before = json.loads(run("status", "--pods", "--json").stdout)
-    assert all(t["runs_released"] for t in before["targets"].values()), before
-    assert run("logs", "--tail", "5").returncode == 0
-    target = next(iter(before["targets"]))
-    assert run("restart", target).returncode == 0
-    after = json.loads(run("status", "--pods", "--json").stdout)["targets"][target]
-    assert after["revision"] == before["targets"][target]["revision"] + 1 and after["runs_released"]
-
-
 def test_a_cluster_that_does_not_answer_is_one_line_and_exit_4(tools, run_cli, tmp_path, monkeypatch):
     import socket
     with socket.socket() as s:

@@ -7,29 +7,56 @@ import json
 import os
 import subprocess
 
+import pytest
 import starlark as sl
 
 from conftest import ROOT
 from fakes import FakeTool
 
 PRELUDE = """
-config = struct(define_bool=_define_bool, parse=_parse)
+config = struct(define_bool=_define_bool, define_string_list=_define_string_list, parse=_parse,
+                set_enabled_resources=_set_enabled_resources)
 os = struct(path=struct(exists=_exists), getenv=_getenv)
 TRIGGER_MODE_AUTO = "auto"
 TRIGGER_MODE_MANUAL = "manual"
 """
 
 
+class TiltfileError(Exception):
+    pass
+
+
 def evaluate(tilt_args: list[str], monkeypatch) -> tuple[dict, list[str]]:
+    """Evaluate the Tiltfile as `tilt up ARGS` would. `config.parse()` keeps Tilt's documented rules (what the
+    earlier stand-in ignored): a positional arg needs a setting declared `args=True`, an unknown flag fails
+    the load. The result also says what the Tiltfile watches and which resources it enables."""
     monkeypatch.chdir(ROOT)
     resources: dict[str, dict] = {}
     flags: list[str] = []
+    lists: dict[str, bool] = {}
+    seen: dict[str, list] = {"watch": [], "enabled": []}
 
     def define_bool(name, *args, **kw):
         flags.append(name)
 
+    def define_string_list(name, args=False, usage=""):
+        lists[name] = args
+
     def parse():
-        return {f: (f"--{f}" in tilt_args) for f in flags}
+        out: dict = {f: False for f in flags}
+        positional = [a for a in tilt_args if not a.startswith("--")]
+        for a in tilt_args:
+            if a.startswith("--") and a[2:] not in flags and a[2:] not in lists:
+                raise TiltfileError(f"Tiltfile load: unknown flag: {a}")
+            if a.startswith("--") and a[2:] in flags:
+                out[a[2:]] = True
+        if positional:
+            takes = [n for n, is_args in lists.items() if is_args]
+            if not takes:
+                raise TiltfileError("positional args were specified, but none were expected (no setting defined "
+                                    "with args=True)")
+            out[takes[0]] = positional
+        return out
 
     def local(cmd, quiet=False, **kw):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
@@ -41,19 +68,52 @@ def evaluate(tilt_args: list[str], monkeypatch) -> tuple[dict, list[str]]:
                            "trigger_mode": trigger_mode, "auto_init": auto_init, "links": links}
 
     module = sl.Module()
-    for name, fn in {"_define_bool": define_bool, "_parse": parse, "_exists": os.path.exists, "_getenv": os.getenv,
+    for name, fn in {"_define_bool": define_bool, "_define_string_list": define_string_list, "_parse": parse,
+                     "_set_enabled_resources": lambda names: seen["enabled"].extend(names),
+                     "_exists": os.path.exists, "_getenv": os.getenv, "watch_file": lambda p: seen["watch"].append(p),
                      "local": local, "decode_json": json.loads, "local_resource": local_resource}.items():
         module.add_callable(name, fn)
     glb = sl.Globals.extended_by([sl.LibraryExtension.StructType, sl.LibraryExtension.Json, sl.LibraryExtension.Print])
     source = PRELUDE + (ROOT / "Tiltfile").read_text()
     sl.eval(module, sl.parse("Tiltfile", source), glb)
+    LAST.clear()
+    LAST.update(seen)
     return resources, flags
+
+
+LAST: dict[str, list] = {}
+
+
+def test_positional_args_enable_just_those_resources(monkeypatch):
+    resources, _ = evaluate(["runtime"], monkeypatch)
+    assert LAST["enabled"] == ["runtime"]
+    # an optional target named positionally is defined without its flag
+    resources, _ = evaluate(["worker"], monkeypatch)
+    assert "worker" in resources and LAST["enabled"] == ["worker"]
+    resources, _ = evaluate([], monkeypatch)
+    assert LAST["enabled"] == []  # nothing named: every resource stays enabled
+
+
+def test_the_clis_flag_spelling_is_taken_and_an_unknown_flag_fails_the_load(monkeypatch):
+    resources, _ = evaluate(["--remote-cache"], monkeypatch)
+    assert resources["runtime"]["cmd"][-1] == "--remote-cache"
+    with pytest.raises(Exception, match="unknown flag: --no-such-flag"):
+        evaluate(["--no-such-flag"], monkeypatch)
+
+
+def test_the_topology_file_is_watched_and_each_app_has_a_force_button(monkeypatch):
+    resources, _ = evaluate([], monkeypatch)
+    assert LAST["watch"] == ["ops/infra/topology/local.yaml"]
+    force = resources["runtime-force"]
+    assert force["cmd"][-5:] == ["up", "--mode", "dev", "runtime", "--force"]
+    assert force["trigger_mode"] == "manual" and force["auto_init"] is False and force["labels"] == ["force"]
 
 
 def test_default_resources(monkeypatch):
     resources, flags = evaluate([], monkeypatch)
     assert {"worker", "agent_server", "e2e"} <= set(flags)
-    assert set(resources) == {"runtime", "portal", "staging-mode", "deploy-mode", "logs", "status-pods"}
+    assert set(resources) == {"runtime", "portal", "runtime-force", "portal-force", "staging-mode", "deploy-mode",
+                              "logs", "status-pods"}
     runtime = resources["runtime"]
     assert runtime["cmd"][-4:] == ["up", "--mode", "dev", "runtime"]
     assert runtime["labels"] == ["app"] and runtime["trigger_mode"] == "auto"
@@ -86,7 +146,7 @@ def test_remote_cache_flag_reaches_every_building_resource(monkeypatch):
     assert "remote_cache" in flags and all("--remote-cache" not in r["cmd"] for r in plain.values())
     cached, _ = evaluate(["--remote_cache"], monkeypatch)
     building = {n for n, r in cached.items() if "--remote-cache" in r["cmd"]}
-    assert building == {"runtime", "portal", "staging-mode"}
+    assert building == {"runtime", "portal", "runtime-force", "portal-force", "staging-mode"}
     assert cached["runtime"]["cmd"][-5:] == ["up", "--mode", "dev", "runtime", "--remote-cache"]
 
 

@@ -33,6 +33,10 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
             "builds": True,  # takes --remote-cache (Tilt's --remote_cache flag)
             "links": links(t),
         })
+    for name, t in topo.targets.items():  # Tilt's trigger of an app is "update now": fresh is a no-op, so a button
+        resources.append({"name": f"{name}-force", "args": ["up", "--mode", "dev", name, "--force"], "deps": [],
+                          "ignore": [], "labels": ["force"], "optional": t.optional, "flag": name if t.optional else None,
+                          "trigger": "manual", "auto_init": False, "builds": True})
     for name, t in topo.targets.items():
         if t.browser:
             resources.append({

@@ -14,7 +14,12 @@ def run(args, topology) -> int:
     if args.action == "down":
         if args.args:
             raise BadInput(f"buildplane tilt down takes no arguments (got {' '.join(args.args)})")
-        print(tilt.stop(record))
+        import shutil
+        binary = shutil.which("tilt")
+        print(tilt.stop(record, binary=binary))
+        parent = tilt.parent_tilt(record, binary)
+        if parent is not None:  # `tilt down` run from Tilt's own UI: stopped once this command has ended
+            tilt.stop_after_exit(parent, record)
         return 0
     binary = Runner().which("tilt")  # exit 4 with how to install it
     sys.stdout.flush()

@@ -23,7 +23,7 @@ from .. import guards
 from ..errors import Missing, StepFailed
 from ..freshness import ImageInputs, StatCache, release_files, release_inputs
 from ..state import StateDir, read_json, write_json_atomic
-from ..tools.manifests import release_status, rendered_objects
+from ..tools.manifests import release_status, rendered_objects, rolled_back_to
 from ..tools.run import CommandFailed
 from .base import RunContext, Status, StepFields, StepResult
 
@@ -60,13 +60,19 @@ STAND_IN = "sha256:" + "0" * 64  # the early render's digest (steps/render.py): 
 
 def live_release(ctx: RunContext, status_argv: list[str]) -> tuple[str, int | None]:
     """The live release's status and revision: one read-only call, allowed even after an interrupt."""
+    status, revision, _ = _live_release(ctx, status_argv)
+    return status, revision
+
+
+def _live_release(ctx: RunContext, status_argv: list[str]) -> tuple[str, int | None, int | None]:
+    """(status, revision, the revision a rollback copied or None)."""
     try:
         out = ctx.runner.run(status_argv, timeout=30, even_if_cancelled=True, check=False)
     except Missing:
-        return "unknown", None
+        return "unknown", None, None
     if out.exit_code != 0:
-        return ("not installed" if "not found" in out.stderr else "unknown"), None
-    return release_status(out.stdout)
+        return ("not installed" if "not found" in out.stderr else "unknown"), None, None
+    return (*release_status(out.stdout), rolled_back_to(out.stdout))
 
 
 def helm_upgrade(ctx: RunContext, argv: list[str], timeout_s: float, target: str, status_argv: list[str]):
@@ -75,11 +81,14 @@ def helm_upgrade(ctx: RunContext, argv: list[str], timeout_s: float, target: str
     try:
         return ctx.runner.run(argv, timeout=timeout_s + 60, protected=True)
     except CommandFailed as exc:
-        status, revision = live_release(ctx, status_argv)
+        status, revision, copied = _live_release(ctx, status_argv)
         how = "was stopped by a signal" if exc.signalled else "timed out" if exc.timed_out else "failed"
         last = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else "no output"
         release, namespace, context = status_argv[2], status_argv[4], status_argv[6]
         left = f"Helm left the release {status}" + (f" at revision {revision}" if revision else "")
+        if copied is not None and status == "deployed":  # --rollback-on-failure did its work
+            left = (f"Helm rolled it back: revision {revision}, a copy of revision {copied}, is deployed, "
+                    "so what ran before still runs")
         if status.startswith("pending"):
             left += (f"; recover with `helm rollback {release} -n {namespace} --kube-context {context}` "
                      "before the next release")

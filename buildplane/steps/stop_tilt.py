@@ -1,7 +1,9 @@
-"""Deploy mode's first step: stop the Tilt process `buildplane tilt up` recorded, so nothing rebuilds
-into the dev namespace behind Argo CD's back. Says honestly whether one was running."""
+"""Deploy mode's first step: stop every Tilt of this working tree (the one `buildplane tilt up` recorded,
+and one started by hand here), so nothing rebuilds into the dev namespace behind Argo CD's back. A Tilt
+that runs this handback (its deploy-mode resource) is stopped right after it. Says which it stopped."""
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +33,16 @@ class StopTiltStep(StepFields):
         return "stop-tilt"
 
     def describe(self) -> dict:
-        return {"action": f"stop the Tilt process recorded in {self.record} by `buildplane tilt up` "
-                          f"(TERM, then KILL after {tilt.STOP_GRACE_S:g}s), if it still runs"}
+        return {"action": f"stop the Tilt process recorded in {self.record} by `buildplane tilt up` and any "
+                          f"`tilt up` started by hand in this working tree (TERM, then KILL after "
+                          f"{tilt.STOP_GRACE_S:g}s); a Tilt running this handback is stopped after it"}
 
     def run(self, ctx: RunContext) -> StepResult:
         started = time.monotonic()
-        said = tilt.stop(self.record, sleep=ctx.sleep)
+        binary = shutil.which("tilt")  # a Tilt started by hand in this tree is this one (none: only the record)
+        said = tilt.stop(self.record, sleep=ctx.sleep, binary=binary)
+        parent = tilt.parent_tilt(self.record, binary)
+        if parent is not None:  # the Tilt UI's deploy-mode button: Tilt stops once this handback has ended
+            tilt.stop_after_exit(parent, self.record)
         ctx.log(said)
         return StepResult("stop-tilt", None, Status.SUCCEEDED, said, time.monotonic() - started, StopTiltFacts(said))

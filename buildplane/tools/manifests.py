@@ -34,6 +34,16 @@ def rendered_objects(text: str) -> list[tuple[dict, str]]:
     return objects
 
 
+def rolled_back_to(text: str) -> int | None:
+    """The revision a rollback copied, from `helm status -o json` of a release Helm rolled back
+    (`info.description` is "Rollback to N"); None for any other release."""
+    try:
+        found = re.fullmatch(r"Rollback to (\d+)", str(json.loads(text)["info"].get("description", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return int(found.group(1)) if found else None
+
+
 def release_status(text: str) -> tuple[str, int | None]:
     """(`info.status`, revision) from `helm status -o json`; ("unknown", None) when unreadable."""
     try:

@@ -49,10 +49,63 @@ class TiltRecord:
     argv: list[str]
 
     def is_running(self) -> bool:
-        """Still the process the wrapper became, and still Tilt (a script's interpreter names it second)."""
+        """Still the process the wrapper became, and still Tilt: the kernel's own name of the program it
+        runs (/proc/PID/exe; a compiled Tilt's argv[0] is just `tilt`), or, for a script, the path its
+        interpreter was given."""
         if start_ticks(self.pid) != self.ticks:
             return False
-        return self.binary in cmdline(self.pid)[:2]
+        return runs_program(self.pid, self.binary)
+
+
+def runs_program(pid: int, binary: str) -> bool:
+    """Whether process `pid` runs the executable `binary` (or is an interpreter running that script)."""
+    try:
+        exe = os.path.realpath(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    want = os.path.realpath(binary)
+    if exe == want:
+        return True
+    return any(os.path.realpath(a) == want for a in cmdline(pid)[1:2] if a.startswith("/") or os.sep in a)
+
+
+def ancestors(pid: int | None = None) -> list[int]:
+    """This process's parents up to init (from /proc/PID/stat's ppid field)."""
+    out, pid = [], pid or os.getpid()
+    for _ in range(64):
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(raw.rsplit(")", 1)[1].split()[1])
+        if pid <= 1:
+            break
+        out.append(pid)
+    return out
+
+
+def tilts_of(worktree: Path, binary: str | None) -> list[TiltRecord]:
+    """`tilt up`/`tilt ci` processes running in this working tree that nobody recorded (started by hand):
+    each is checked to run the Tilt binary on PATH and to have its working directory here."""
+    if binary is None:
+        return []
+    found = []
+    root = os.path.realpath(worktree)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        argv = cmdline(pid)
+        if len(argv) < 2 or argv[1] not in ("up", "ci") or not runs_program(pid, binary):
+            continue
+        try:
+            cwd = os.path.realpath(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        ticks = start_ticks(pid)
+        if cwd == root and ticks is not None:
+            found.append(TiltRecord(pid, ticks, binary, argv))
+    return found
 
 
 def read_record(path: Path) -> TiltRecord | None:
@@ -76,26 +129,83 @@ def exec_tilt(binary: str, args: list[str], record_path: Path) -> None:
     os.execv(binary, argv)
 
 
-def stop(record_path: Path, *, grace_s: float = STOP_GRACE_S, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Stop the recorded Tilt: TERM, then KILL after grace_s. Returns what happened, in one sentence."""
+def stop(record_path: Path, *, grace_s: float = STOP_GRACE_S, sleep: Callable[[float], None] = time.sleep,
+         binary: str | None = None, worktree: Path | None = None) -> str:
+    """Stop every Tilt of this working tree: the one `buildplane tilt up` recorded and any started by hand
+    here (`binary`: the Tilt on PATH). TERM, then KILL after grace_s. A Tilt that is this process's own
+    parent (the Tilt UI's deploy-mode button) is not stopped here: killing it would kill this run before
+    Argo CD is asked anything; `stop_after_exit` stops it once this run has ended. One sentence."""
     record = read_record(record_path)
-    if record is None:
-        return "Tilt is not running (no `buildplane tilt up` recorded here): nothing to stop"
-    if not record.is_running():
+    targets: list[TiltRecord] = []
+    said: list[str] = []
+    exited = record is not None and not record.is_running()
+    if exited:
         record_path.unlink(missing_ok=True)
+    elif record is not None:
+        targets.append(record)
+    for other in tilts_of(worktree or Path.cwd(), binary):
+        if all(other.pid != t.pid for t in targets):
+            targets.append(other)
+    mine = set(ancestors())
+    for t in targets:
+        if t.pid in mine:
+            said.append(f"Tilt (pid {t.pid}) runs this command: it is stopped once this command has ended")
+            continue
+        how = _stop_one(t, grace_s, sleep)
+        said.append(f"stopped Tilt (pid {t.pid}{', started by hand' if t is not record else ''}, {how})")
+        if t is record:
+            record_path.unlink(missing_ok=True)
+    if said:
+        return "; ".join(said)
+    if exited:
         return f"Tilt is not running (pid {record.pid} has exited): nothing to stop"
-    os.kill(record.pid, signal.SIGTERM)
+    return "Tilt is not running (no `buildplane tilt up` recorded here): nothing to stop"
+
+
+def parent_tilt(record_path: Path, binary: str | None, worktree: Path | None = None) -> TiltRecord | None:
+    """The Tilt (recorded, or started by hand here) that is this process's parent, if any."""
+    mine = set(ancestors())
+    record = read_record(record_path)
+    for t in ([record] if record is not None and record.is_running() else []) + tilts_of(worktree or Path.cwd(), binary):
+        if t.pid in mine:
+            return t
+    return None
+
+
+def stop_after_exit(tilt: TiltRecord, record_path: Path) -> int:
+    """Stop `tilt` once this process has exited: a detached stopper (its own session, so Tilt stopping
+    its resources' process groups does not reach it). Returns the stopper's pid."""
+    import subprocess
+    import sys
+    code = ("import sys, time, pathlib; from buildplane.tools import tilt as t; "
+            "me, ticks = int(sys.argv[1]), int(sys.argv[2]); "
+            "[time.sleep(0.05) for _ in iter(lambda: t.start_ticks(me) == ticks, False)]; "
+            "rec = t.TiltRecord(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], []); "
+            "t._stop_one(rec, t.STOP_GRACE_S, time.sleep) if rec.is_running() else None; "
+            "p = pathlib.Path(sys.argv[6]); r = t.read_record(p); "
+            "p.unlink(missing_ok=True) if r is not None and r.pid == rec.pid else None")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid()), str(start_ticks(os.getpid())),
+                             str(tilt.pid), str(tilt.ticks), tilt.binary, str(record_path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+    return proc.pid
+
+
+def _stop_one(record: TiltRecord, grace_s: float, sleep: Callable[[float], None]) -> str:
+    """TERM, then KILL after grace_s; how it was stopped."""
+    try:
+        os.kill(record.pid, signal.SIGTERM)
+    except OSError:
+        return "already gone"
     waited = 0.0
     while waited < grace_s and record.is_running():
         sleep(0.05)
         waited += 0.05
-    how = "TERM"
-    if record.is_running():
-        os.kill(record.pid, signal.SIGKILL)
-        how = f"KILL after {grace_s:g}s"
-        for _ in range(100):  # KILL cannot be caught; give the kernel up to 5 s to reap it
-            if not record.is_running():
-                break
-            sleep(0.05)
-    record_path.unlink(missing_ok=True)
-    return f"stopped Tilt (pid {record.pid}, {how})"
+    if not record.is_running():
+        return "TERM"
+    os.kill(record.pid, signal.SIGKILL)
+    for _ in range(100):  # KILL cannot be caught; give the kernel up to 5 s to reap it
+        if not record.is_running():
+            break
+        sleep(0.05)
+    return f"KILL after {grace_s:g}s"

@@ -5,8 +5,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/paths.sh"
 piddir="$BP_LAB_RUN/pids"
 [ -d "$piddir" ] || exit 0
-# dockerd before containerd (the worker's too), registries last.
-for name in dockerd-worker containerd-worker dockerd containerd registry-final registry-cache registry-mirror; do
+# The cluster from the top down, dockerd before containerd (the worker's too), registries last.
+for name in routes kwok kube-scheduler kube-controller-manager kube-apiserver etcd dockerd-worker containerd-worker dockerd containerd registry-final registry-cache registry-mirror; do
   f="$piddir/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")

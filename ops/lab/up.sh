@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up the local build plane on loopback: containerd + dockerd (containerd image store,
-# so buildx can export registry cache) and three real registries — final (htpasswd auth) :15001,
-# cache :15002, mirror :15003 (seeded with an offline busybox base image).
+# so buildx can export registry cache), three real registries — final (htpasswd auth) :15001,
+# cache :15002, mirror :15003 (seeded with an offline busybox base image) — and a Kubernetes cluster
+# (real API server, controller manager, scheduler, etcd; KWOK nodes) with its routes (ops/lab/cluster.sh).
 # Idempotent: what already runs is left alone. Every PID it starts is recorded under
 # $BP_LAB_RUN/pids; `down.sh` stops exactly those.
 set -euo pipefail
@@ -97,6 +98,16 @@ registry mirror 15003 no
 
 docker login 127.0.0.1:15001 -u buildplane --password-stdin <"$pwfile" >/dev/null
 
+# --- the cluster: real control plane + KWOK nodes (ops/lab/cluster.sh), and its routes -----------
+# shellcheck source=ops/lab/cluster.sh
+. "$here/cluster.sh"
+export KUBECONFIG="$KUBECONFIG_LAB"
+# What an ingress in front of the dev namespace would serve: the files of the image each release runs.
+export BP_LAB_CONTAINER_LOGS=$CONTAINER_LOGS
+start routes "$CL/logs/routes.log" python3 "$here/routes.py" "$KUBECONFIG_LAB" \
+  18080=fractalops-dev/fractalops-runtime/fractalops-api:/app/api/www \
+  18081=fractalops-dev/fractalops-portal/portal:/srv/www
+
 # --- seed the mirror with an offline base image ----------------------------------------------
 if ! python3 -c "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:15003/v2/library/busybox/manifests/1.35', method='HEAD', headers={'Accept': 'application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json'}), timeout=2)" 2>/dev/null; then
   seed=$(mktemp -d)
@@ -112,6 +123,7 @@ cat >"$BP_LAB_DIR/env.sh" <<EOF
 export DOCKER_HOST=$DOCKER_HOST
 export DOCKER_CONFIG=$DOCKER_CONFIG
 export PATH=$BP_LAB_BIN:\$PATH
+export KUBECONFIG=$KUBECONFIG_LAB
 EOF
 python3 - "$BP_LAB_DIR" <<'PY'
 import json, sys
@@ -120,6 +132,10 @@ json.dump({"DOCKER_HOST": f"unix://{lab}/run/docker.sock", "DOCKER_CONFIG": f"{l
            "final": "127.0.0.1:15001", "cache": "127.0.0.1:15002", "mirror": "127.0.0.1:15003",
            "final_user": "buildplane", "final_password_file": f"{lab}/secrets/final.password",
            "pids": f"{lab}/run/pids", "worker_context": "bp-worker",
-           "worker_docker_host": "tcp://127.0.0.1:15004"}, open(f"{lab}/env.json", "w"), indent=2)
+           "worker_docker_host": "tcp://127.0.0.1:15004",
+           "kubeconfig": f"{lab}/cluster/kubeconfig", "kube_context": "buildplane-lab",
+           "kube_context_restricted": "buildplane-lab-dev", "api_server": "https://127.0.0.1:16443"},
+          open(f"{lab}/env.json", "w"), indent=2)
 PY
 log "up: final 127.0.0.1:15001 (auth), cache 127.0.0.1:15002, mirror 127.0.0.1:15003; builder $DOCKER_HOST; worker context bp-worker"
+log "up: cluster https://127.0.0.1:$API_PORT (contexts buildplane-lab, buildplane-lab-dev in $KUBECONFIG_LAB); routes :18080 :18081"

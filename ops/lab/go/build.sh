@@ -95,6 +95,18 @@ if [ "$name" = otelcol ]; then
   mv "$tmp/src/otelcol" "$tmp/otelcol"
   rm -rf "$tmp/src" "$tmp/builder" "$tmp/manifest.yaml"
 fi
+if [ "$name" = kwok ]; then
+  # The kwok controller takes its stages from its config; the module ships KWOK's own as YAML.
+  src=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  mkdir -p "$tmp/stages" "$tmp/crds"
+  cp "$src/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "$src/kustomize/crd/bases/kwok.x-k8s.io_clusterlogs.yaml" "$tmp/crds/"
+  for st in node/fast node/heartbeat-with-lease pod/fast; do
+    for f in "$src/kustomize/stage/$st"/*.yaml; do
+      case $(basename "$f") in kustomization.yaml) continue ;; esac
+      cp "$f" "$tmp/stages/${st//\//-}-$(basename "$f")"
+    done
+  done
+fi
 printf '%s %s built in %ss\n' "$name" "$version" "$(( $(date +%s) - started ))" >"$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"

@@ -1,0 +1,177 @@
+"""The dev loop against the lab's real Kubernetes API server (KWOK nodes): `helm upgrade --install --wait`,
+`status --pods`, `logs`, `restart`, and what Helm does when things go wrong, which no stand-in shows.
+
+Each test has a namespace of its own (made and removed here) and its own routes process (ops/lab/routes.py:
+the files of the image each release runs, as an ingress would serve them), so tests do not share releases."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, missing_component
+from lab import free_port, lab_env, make_app, process_env
+
+pytestmark = [pytest.mark.real, pytest.mark.cluster]
+
+
+def kubectl(lab: dict, *args: str, check: bool = True, context: str = "") -> subprocess.CompletedProcess:
+    argv = [f"{lab['bin']}/kubectl", "--kubeconfig", lab["kubeconfig"], "--context", context or lab["kube_context"], *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=check)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    lab = lab_env()
+    if "kubeconfig" not in lab or not Path(lab["kubeconfig"]).is_file():
+        missing_component("the lab has no cluster (env.json names no kubeconfig): run `make lab-up`")
+    try:
+        kubectl(lab, "get", "--raw", "/readyz")
+    except (subprocess.SubprocessError, OSError) as exc:
+        missing_component(f"the lab's API server {lab.get('api_server')} does not answer: {exc}")
+    return lab
+
+
+@pytest.fixture
+def app(cluster, tmp_path):
+    """The example app in a namespace of its own, with routes on free ports serving what it releases."""
+    lab = cluster
+    root, ns = make_app(tmp_path, lab)
+    namespace = f"bp-{ns}"
+    ports = {"runtime": free_port(), "portal": free_port()}
+    topo = root / "topology.yaml"
+    text = topo.read_text().replace("namespace: fractalops-dev", f"namespace: {namespace}")
+    text = text.replace("127.0.0.1:18080", f"127.0.0.1:{ports['runtime']}")
+    text = text.replace("127.0.0.1:18081", f"127.0.0.1:{ports['portal']}")
+    topo.write_text(text)
+    kubectl(lab, "create", "namespace", namespace)
+    env = process_env(lab, cluster=True, BUILDPLANE_KUBE_CONTEXT=lab["kube_context"])
+    routes = subprocess.Popen(
+        [sys.executable, str(ROOT / "ops/lab/routes.py"), lab["kubeconfig"],
+         f"{ports['runtime']}={namespace}/fractalops-runtime/fractalops-api:/app/api/www",
+         f"{ports['portal']}={namespace}/fractalops-portal/portal:/srv/www"],
+        env={**env, "BP_LAB_CONTAINER_LOGS": str(Path(lab["kubeconfig"]).parent / "logs/containers")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield {"root": root, "lab": lab, "namespace": namespace, "env": env, "ports": ports}
+    finally:
+        os.killpg(routes.pid, signal.SIGTERM)
+        routes.wait(timeout=10)
+        kubectl(lab, "delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def bp(app: dict, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", *args], cwd=app["root"],
+                          capture_output=True, text=True, env=env or app["env"], timeout=timeout)
+
+
+def up(app: dict, *args: str, **kw) -> tuple[subprocess.CompletedProcess, dict]:
+    res = bp(app, "up", "--mode", "dev", "--json", *args, **kw)
+    return res, (json.loads(res.stdout) if res.stdout.strip() else {})
+
+
+def deployment_image(app: dict, name: str) -> str:
+    dep = json.loads(kubectl(app["lab"], "-n", app["namespace"], "get", "deployment", name, "-o", "json").stdout)
+    return dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_up_status_logs_restart_on_the_real_api_server(app):
+    res, summary = up(app, "runtime", "portal")
+    assert res.returncode == 0, res.stderr
+    for name in ("runtime", "portal"):
+        t = summary["targets"][name]
+        assert t["release"] == "applied" and t["smoke"] == "passed", (name, t)
+    # The Deployment pins the digest buildplane pushed, and the route serves that image's files.
+    runtime = summary["targets"]["runtime"]
+    assert deployment_image(app, "fractalops-api").endswith("@" + runtime["digest"])
+    assert httpx.get(f"http://127.0.0.1:{app['ports']['runtime']}/healthz", timeout=10).text.strip() == "ok"
+
+    again, second = up(app, "runtime", "portal")
+    assert again.returncode == 0, again.stderr
+    assert {t["release"] for t in second["targets"].values()} == {"fresh"}  # no helm upgrade, no new revision
+
+    status = bp(app, "status", "--pods", "--json", "runtime", "portal")
+    assert status.returncode == 0, status.stderr
+    before = json.loads(status.stdout)["targets"]
+    assert all(t["runs_released"] for t in before.values()), before
+    assert before["runtime"]["revision"] == 1
+
+    logs = bp(app, "logs", "runtime", "--tail", "50")
+    assert logs.returncode == 0, logs.stderr
+    assert "fractalops-api | GET /healthz 200" in logs.stdout  # the smoke's request, as the pod's log
+
+    restart = bp(app, "restart", "runtime", "--json")
+    assert restart.returncode == 0, restart.stderr
+    after = json.loads(bp(app, "status", "--pods", "--json", "runtime").stdout)["targets"]["runtime"]
+    assert after["revision"] == 2 and after["runs_released"]
+    assert deployment_image(app, "fractalops-api").endswith("@" + runtime["digest"])  # same image
+
+
+def test_a_pod_that_never_becomes_ready_times_out_and_is_rolled_back(app):
+    root = app["root"]
+    first, summary = up(app, "runtime")
+    assert first.returncode == 0, first.stderr
+    # More CPU than the KWOK node has: the new pods stay Pending, so `helm --wait` runs out.
+    (root / "charts/fractalops-runtime/values-dev.yaml").write_text(
+        "worker:\n  enabled: false\napi:\n  resources:\n    requests: {cpu: '64', memory: 64Mi}\n")
+    topo = root / "topology.yaml"
+    topo.write_text(topo.read_text().replace('release: true\n', 'release: true\n    helm_timeout: "8s"\n', 1))
+    res, failed = up(app, "runtime")
+    assert res.returncode == 1, res.stderr
+    assert failed["targets"]["runtime"]["release"] == "failed"
+    assert "Helm rolled it back: revision 3, a copy of revision 1, is deployed" in res.stderr, res.stderr
+    history = json.loads(subprocess.run(
+        [f"{app['lab']['bin']}/helm", "history", "fractalops-runtime", "-n", app["namespace"], "-o", "json",
+         "--kube-context", app["lab"]["kube_context"]], capture_output=True, text=True, env=app["env"], check=True).stdout)
+    assert history[-1]["status"] == "deployed" and history[-2]["status"] == "failed", history
+    # What runs is still the first release's image.
+    assert deployment_image(app, "fractalops-api").endswith("@" + summary["targets"]["runtime"]["digest"])
+
+
+def test_someone_elses_helm_upgrade_is_noticed_and_released_over(app):
+    first, summary = up(app, "runtime")
+    assert first.returncode == 0, first.stderr
+    other = subprocess.run(
+        [f"{app['lab']['bin']}/helm", "upgrade", "fractalops-runtime", str(app["root"] / "charts/fractalops-runtime"),
+         "-n", app["namespace"], "--kube-context", app["lab"]["kube_context"], "--reuse-values",
+         "--set", "image.digest=sha256:" + "0" * 64], capture_output=True, text=True, env=app["env"])
+    assert other.returncode == 0, other.stderr
+    res, second = up(app, "runtime")
+    assert res.returncode == 0, res.stderr
+    assert second["targets"]["runtime"]["release"] == "applied", second
+    assert second["targets"]["runtime"]["revision"] == 3
+    assert deployment_image(app, "fractalops-api").endswith("@" + summary["targets"]["runtime"]["digest"])
+
+
+def test_a_chart_writing_into_another_namespace_is_refused_before_anything_is_applied(app):
+    chart = app["root"] / "charts/fractalops-portal/templates/portal.yaml"
+    chart.write_text(chart.read_text() + "\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sneaky\n"
+                     "  namespace: fractalops\ndata: {a: b}\n")
+    res, summary = up(app, "portal")
+    assert res.returncode == 3, res.stderr
+    assert "fractalops" in res.stderr
+    assert kubectl(app["lab"], "-n", "fractalops", "get", "configmap", "sneaky", check=False).returncode != 0
+    releases = subprocess.run([f"{app['lab']['bin']}/helm", "list", "-n", app["namespace"], "-q",
+                               "--kube-context", app["lab"]["kube_context"]], capture_output=True, text=True,
+                              env=app["env"], check=True).stdout.split()
+    assert "fractalops-portal" not in releases
+
+
+def test_a_user_without_read_rights_gets_one_line_from_status_and_logs(app):
+    lab = app["lab"]
+    # The restricted user may release into fractalops-dev only; this test's namespace is not it.
+    env = {**app["env"], "BUILDPLANE_KUBE_CONTEXT": lab["kube_context_restricted"]}
+    for args in (("status", "--pods", "runtime"), ("logs", "runtime")):
+        res = bp(app, *args, env=env)
+        assert res.returncode == 4, (args, res.stdout, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refused" in lines[0] and "403" in lines[0], lines
+        assert "Traceback" not in res.stderr
