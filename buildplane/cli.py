@@ -114,7 +114,8 @@ def _pipeline_commands(subs) -> None:
              "buildplane smoke --browser portal")
     p.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: those with smoke routes / a browser check)")
     p.add_argument("--browser", action="store_true", help="Playwright + the system's Chromium; screenshot to output/playwright/")
-    p.add_argument("--deadline", type=_positive, metavar="S", help="seconds to keep retrying (default: modes.dev.smoke_deadline_s)")
+    p.add_argument("--deadline", type=_positive, metavar="S", help="seconds to keep retrying (default: the mode's smoke_deadline_s)")
+    p.add_argument("--mode", choices=("dev", "staging"), default="dev", help="whose routes (a route's `modes`, {namespace} in its URL)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = _sub(subs, "handback", "deploy mode: stop Tilt, ask Argo CD to sync the canonical apps, wait until Synced and Healthy",

@@ -227,43 +227,50 @@ def _release_steps(topo: Topology, opts: Options, plan: Plan, build: BuildStep, 
     # The build has work, so the release will be new: its render runs beside the build (steps/render.py).
     steps: list[Step] = [RenderStep(name, release, lock=name)] if render_early else []
     steps.append(release)
-    if t.smoke and not render:
-        steps.append(SmokeStep(name, t.smoke, mode.smoke_deadline_s, after=(release.id,), lock=name))
+    routes = t.smoke_for(opts.mode, plan.namespace)
+    if routes and not render:
+        steps.append(SmokeStep(name, routes, mode.smoke_deadline_s, after=(release.id,), lock=name))
     return steps
 
 
 # ---- smoke and handback ---------------------------------------------------------------------------
 
-def smoke_targets(topo: Topology, names: tuple[str, ...], browser: bool) -> list[str]:
-    has = (lambda t: t.browser is not None) if browser else (lambda t: bool(t.smoke))
+def smoke_targets(topo: Topology, names: tuple[str, ...], browser: bool, mode: str = "dev") -> list[str]:
+    namespace = contract.namespace(topo, mode) or ""
+    has = (lambda t: t.browser_for(mode, namespace) is not None) if browser else (
+        lambda t: bool(t.smoke_for(mode, namespace)))
     if names:
         chosen = contract.select_targets(topo, names)
         lacking = [n for n in chosen if not has(topo.targets[n])]
         if lacking:
             what = "browser" if browser else "smoke"
-            raise BadInput(f"{topo.source}: targets.{lacking[0]}.{what}: not set; "
+            raise BadInput(f"{topo.source}: targets.{lacking[0]}.{what}: none for mode {mode}; "
                            f"targets with it: {', '.join(n for n, t in topo.targets.items() if has(t)) or 'none'}")
         return chosen
     chosen = [n for n, t in topo.targets.items() if has(t) and (browser or not t.optional)]
     if not chosen:
-        raise BadInput(f"{topo.source}: no target has {'a browser check' if browser else 'smoke routes'}")
+        raise BadInput(f"{topo.source}: no target has {'a browser check' if browser else 'smoke routes'} "
+                       f"for mode {mode}")
     return chosen
 
 
-def smoke_plan(topo: Topology, names: tuple[str, ...], *, browser: bool, deadline_s: float) -> Plan:
-    """Route smoke of each target in parallel; or the browser smoke of each (one Chromium at a time)."""
-    targets = smoke_targets(topo, names, browser)
-    plan = Plan(mode="dev", targets=targets, kind="smoke", fail_fast=False)
+def smoke_plan(topo: Topology, names: tuple[str, ...], *, browser: bool, deadline_s: float,
+               mode: str = "dev") -> Plan:
+    """Route smoke of each target in parallel; or the browser smoke of each (one Chromium at a time): the
+    routes and pages of `mode`."""
+    targets = smoke_targets(topo, names, browser, mode)
+    namespace = contract.namespace(topo, mode) or ""
+    plan = Plan(mode=mode, targets=targets, kind="smoke", fail_fast=False)
     if browser:
         from .steps.browser import BrowserStep, find_chromium, require_playwright  # the browser smoke's alone
 
         chromium = find_chromium()  # exit 4 before anything runs
         require_playwright()
         for name in targets:
-            b = topo.targets[name].browser
+            b = topo.targets[name].browser_for(mode, namespace)
             plan.steps.append(BrowserStep(name, b.url, b.selector, deadline_s, chromium))
         return plan
-    plan.steps += [SmokeStep(name, topo.targets[name].smoke, deadline_s) for name in targets]
+    plan.steps += [SmokeStep(name, topo.targets[name].smoke_for(mode, namespace), deadline_s) for name in targets]
     return plan
 
 

@@ -187,6 +187,23 @@ def test_every_command_has_help_with_an_example(run_cli):
         assert "example:" in p.format_help(), name
 
 
+def test_each_mode_smokes_its_own_routes(at_root, run_cli):
+    """Staging never passes on dev's health: `{namespace}` in a route's URL names the mode's own host."""
+    for mode, host in (("dev", "api.fractalops-dev.lxc-pve.lab"), ("staging", "api.fractalops-staging.lxc-pve.lab")):
+        plan = plan_json(run_cli, "--mode", mode, "runtime", "--apply", "--kube-context", "lxc-pve-lab")
+        smoke = next(s for s in plan["steps"] if s["kind"] == "smoke")
+        assert json.dumps(smoke).count(f"https://{host}/healthz") >= 1, smoke
+        assert "fractalops-dev" not in json.dumps(smoke) or mode == "dev"
+
+
+def test_a_route_for_one_mode_is_checked_in_that_mode_only():
+    from buildplane.topology.model import SmokeRoute, Target
+    t = Target(dockerfile="D", image="i", smoke=(SmokeRoute(url="http://a/{mode}"),
+                                                  SmokeRoute(url="http://b/", modes=("staging",))))
+    assert [r.url for r in t.smoke_for("dev", "ns-dev")] == ["http://a/dev"]
+    assert [r.url for r in t.smoke_for("staging", "ns-st")] == ["http://a/staging", "http://b/"]
+
+
 def test_staging_naming_a_target_releases_it_with_its_staging_values(at_root, run_cli):
     """`make staging-mode TILT_ARGS=runtime`: the explicit ask for a live check of runtime, in staging."""
     plan = plan_json(run_cli, "--mode", "staging", "runtime", "--kube-context", "lxc-pve-lab")
@@ -198,3 +215,13 @@ def test_staging_naming_a_target_releases_it_with_its_staging_values(at_root, ru
     assert [s["kind"] for s in plan_json(run_cli, "--mode", "staging", "runtime", "--build-only")["steps"]] == ["build", "tag"]
     refused = run_cli("--topology", LAB, "plan", "--mode", "staging", "runtime", "--namespace", "fractalops")
     assert refused.code == 3 and "protected-namespace" in refused.err
+
+
+def test_the_smoke_command_takes_the_routes_of_the_mode_it_is_given(at_root):
+    from buildplane.plan import smoke_plan
+    from buildplane.topology import load
+    topo = load(LAB)
+    urls = {m: [r.url for s in smoke_plan(topo, ("runtime",), browser=False, deadline_s=5, mode=m).steps
+                for r in s.routes] for m in ("dev", "staging")}
+    assert urls == {"dev": ["https://api.fractalops-dev.lxc-pve.lab/healthz"],
+                    "staging": ["https://api.fractalops-staging.lxc-pve.lab/healthz"]}

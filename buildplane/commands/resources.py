@@ -10,9 +10,9 @@ from ..topology import Topology
 ALWAYS_IGNORE = [".buildplane", "output", ".git", ".venv", "**/__pycache__"]
 
 
-def links(t) -> list[str]:
-    """A target's public routes (its smoke URLs and browser page), for the Tilt UI to show."""
-    urls = [r.url for r in t.smoke] + ([t.browser.url] if t.browser else [])
+def links(t, namespace: str) -> list[str]:
+    """A target's public routes in dev (its smoke URLs and browser page), for the Tilt UI to show."""
+    urls = [r.url for r in t.smoke_for("dev", namespace)] + ([b.url] if (b := t.browser_for("dev", namespace)) else [])
     return list(dict.fromkeys(urls))
 
 
@@ -31,7 +31,7 @@ def tilt_resources(topo: Topology, topology_file: Path | str) -> dict:
             "trigger": "auto",
             "auto_init": True,
             "builds": True,  # takes --remote-cache (Tilt's --remote_cache flag)
-            "links": links(t),
+            "links": links(t, topo.modes.dev.namespace),
         })
     for name, t in topo.targets.items():  # Tilt's trigger of an app is "update now": fresh is a no-op, so a button
         resources.append({"name": f"{name}-force", "args": ["up", "--mode", "dev", name, "--force"], "deps": [],

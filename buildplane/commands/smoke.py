@@ -10,8 +10,9 @@ def run(args, topology) -> int:
     topo, _ = topology(args)
     state = StateDir.from_env()
     state.check_writable()
-    plan = smoke_plan(topo, tuple(args.targets), browser=args.browser,
-                      deadline_s=args.deadline or topo.modes.dev.smoke_deadline_s)
+    mode = topo.mode(args.mode)  # exit 2 when the topology has no such mode
+    plan = smoke_plan(topo, tuple(args.targets), browser=args.browser, mode=args.mode,
+                      deadline_s=args.deadline or mode.smoke_deadline_s)
     reporter = start_reporter(topo.telemetry.service_name, state)
     outcome = run_plan(plan, context(state), reporter, as_json=args.json)
     say_failure(outcome, "smoke failed: ")

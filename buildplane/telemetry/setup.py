@@ -6,7 +6,9 @@ from pathlib import Path
 
 from ..errors import BadInput
 from .reporter import EventReporter, SinkWorker
-from .sinks import ClickHouseSink, FileSink, OtlpSink, clickhouse_url, otlp_headers, otlp_logs_endpoint, safe_url
+from .otlp import logs_endpoint
+from .sinks import ClickHouseSink, FileSink, clickhouse_url, safe_url
+
 
 def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
@@ -28,10 +30,12 @@ def reporter_from_env(service_name: str, path: Path, environ=None) -> EventRepor
     environ = os.environ if environ is None else environ
     service = environ.get("OTEL_SERVICE_NAME") or service_name
     workers = [SinkWorker("file", str(path), lambda: FileSink(path))]
-    endpoint = otlp_logs_endpoint(environ)
+    endpoint = logs_endpoint(environ)
     if endpoint:
-        workers.append(SinkWorker("otlp", safe_url(endpoint),
-                                  lambda: OtlpSink(endpoint, service, headers=otlp_headers(environ))))
+        def otlp_sink():  # in the sink's thread: the proto classes are its import, not the run's
+            from .otlp import OtlpConfig, OtlpSink
+            return OtlpSink(OtlpConfig.from_env(environ, endpoint, service_name))
+        workers.append(SinkWorker("otlp", safe_url(endpoint), otlp_sink))
     if truthy(environ.get("FRACTALOPS_BUILD_EVENTS_ENABLED")):
         ch = clickhouse_settings(environ)
         workers.append(SinkWorker("clickhouse", safe_url(clickhouse_url(ch["host_port"])), lambda: ClickHouseSink(service_name=service, **ch)))

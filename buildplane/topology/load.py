@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import BadInput
 from . import parse_cache
 from .construct import construct
-from .model import BUILD_MODES, DEFAULT_TOPOLOGY, TAG_FIELDS, Target, Topology, _Model
+from .model import BUILD_MODES, DEFAULT_TOPOLOGY, ROUTE_MODES, TAG_FIELDS, Target, Topology, _Model
 from .yaml_lines import Document, format_loc, load_document
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -279,13 +279,21 @@ def _check_unique(doc: Document, topo: Topology) -> None:
 
 
 def _check_urls(doc: Document, tloc: tuple, target: Target) -> None:
+    checks = [(("smoke", i), route) for i, route in enumerate(target.smoke)]
+    checks += [(("browser",), target.browser)] if target.browser else []
+    for where, check in checks:
+        if not check.url.startswith(("http://", "https://")):
+            raise _fail(doc, tloc + where + ("url",), f"{check.url!r} is not an http(s) URL")
+        unknown = [f for f in re.findall(r"\{([^}]*)\}", check.url) if f not in ("mode", "namespace")]
+        if unknown:
+            raise _fail(doc, tloc + where + ("url",), f"{{{unknown[0]}}} is not a placeholder; valid: {{mode}}, {{namespace}}")
+        for j, mode in enumerate(check.modes or ()):
+            if mode not in ROUTE_MODES:
+                raise _fail(doc, tloc + where + ("modes", j), f"{mode!r} is not a mode that releases; valid: "
+                                                               f"{', '.join(ROUTE_MODES)}")
     for i, route in enumerate(target.smoke):
-        if not route.url.startswith(("http://", "https://")):
-            raise _fail(doc, tloc + ("smoke", i, "url"), f"{route.url!r} is not an http(s) URL")
         if not 100 <= route.status <= 599:
             raise _fail(doc, tloc + ("smoke", i, "status"), f"{route.status} is not an HTTP status; valid: 100-599")
-    if target.browser and not target.browser.url.startswith(("http://", "https://")):
-        raise _fail(doc, tloc + ("browser", "url"), f"{target.browser.url!r} is not an http(s) URL")
 
 
 def _check_build_mode(doc: Document, topo: Topology, mname: str) -> None:

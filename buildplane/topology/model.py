@@ -31,16 +31,32 @@ class Kube(_Model):
     contexts: tuple[str, ...] = Field(min_length=1)
 
 
+ROUTE_MODES = ("dev", "staging")  # the modes that release, and so smoke
+
+
 class SmokeRoute(_Model):
-    url: str
+    url: str  # may hold {mode} and {namespace}: one route for every mode's own host
     status: int = 200
     text: str | None = None
     follow_redirects: bool = False
+    modes: tuple[str, ...] | None = None  # the modes that check it; unset: every mode that releases
+
+    def for_mode(self, mode: str, namespace: str) -> "SmokeRoute | None":
+        """This route as `mode` checks it (placeholders filled), or None when `mode` does not check it."""
+        if self.modes is not None and mode not in self.modes:
+            return None
+        return self.model_copy(update={"url": self.url.replace("{mode}", mode).replace("{namespace}", namespace)})
 
 
 class BrowserCheck(_Model):
-    url: str
+    url: str  # may hold {mode} and {namespace}, as a route's
     selector: str = "body"
+    modes: tuple[str, ...] | None = None
+
+    def for_mode(self, mode: str, namespace: str) -> "BrowserCheck | None":
+        if self.modes is not None and mode not in self.modes:
+            return None
+        return self.model_copy(update={"url": self.url.replace("{mode}", mode).replace("{namespace}", namespace)})
 
 
 class ModeValues(_Model):
@@ -79,6 +95,13 @@ class Target(_Model):
         """The values files a release in `mode` gets: `mode_values.<mode>` when set, else `values`."""
         own = getattr(self.mode_values, mode, None)
         return self.values if own is None else own
+
+    def smoke_for(self, mode: str, namespace: str) -> tuple[SmokeRoute, ...]:
+        """The routes a release in `mode` is smoke-tested on: a staging check never passes on dev's health."""
+        return tuple(r for r in (route.for_mode(mode, namespace) for route in self.smoke) if r is not None)
+
+    def browser_for(self, mode: str, namespace: str) -> BrowserCheck | None:
+        return self.browser.for_mode(mode, namespace) if self.browser else None
 
     def all_values(self) -> tuple[str, ...]:
         """Every values file of every mode (release inputs for Tilt's deps and `explain`)."""

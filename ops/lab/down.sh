@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 piddir="$BP_LAB_RUN/pids"
 [ -d "$piddir" ] || exit 0
 # The cluster from the top down, dockerd before containerd (the worker's too), registries last.
-for name in routes kwok kube-scheduler kube-controller-manager kube-apiserver etcd dockerd-worker containerd-worker dockerd containerd registry-final registry-cache registry-mirror; do
+for name in otelcol routes kwok kube-scheduler kube-controller-manager kube-apiserver etcd dockerd-worker containerd-worker dockerd containerd registry-final registry-cache registry-mirror; do
   f="$piddir/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")

@@ -108,6 +108,13 @@ start routes "$CL/logs/routes.log" python3 "$here/routes.py" "$KUBECONFIG_LAB" \
   18080=fractalops-dev/fractalops-runtime/fractalops-api:/app/api/www \
   18081=fractalops-dev/fractalops-portal/portal:/srv/www
 
+# --- the OpenTelemetry Collector: OTLP/HTTP in, the file exporter out ------------------------------
+OTELCOL_BIN=$("$here/go/build.sh" otelcol)
+mkdir -p "$BP_LAB_DIR/telemetry"
+export BP_LAB_COLLECTOR_FILE="$BP_LAB_DIR/telemetry/otel-logs.jsonl"
+start otelcol "$BP_LAB_DIR/telemetry/otelcol.log" "$OTELCOL_BIN/otelcol" --config "$here/collector.yaml"
+wait_for otelcol 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', 14318), timeout=1).close()"
+
 # --- seed the mirror with an offline base image ----------------------------------------------
 if ! python3 -c "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:15003/v2/library/busybox/manifests/1.35', method='HEAD', headers={'Accept': 'application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json'}), timeout=2)" 2>/dev/null; then
   seed=$(mktemp -d)
@@ -125,7 +132,7 @@ export DOCKER_CONFIG=$DOCKER_CONFIG
 export PATH=$BP_LAB_BIN:\$PATH
 export KUBECONFIG=$KUBECONFIG_LAB
 EOF
-python3 - "$BP_LAB_DIR" <<'PY'
+python3 - "$BP_LAB_DIR" "$OTELCOL_BIN/otelcol" <<'PY'
 import json, sys
 lab = sys.argv[1]
 json.dump({"DOCKER_HOST": f"unix://{lab}/run/docker.sock", "DOCKER_CONFIG": f"{lab}/docker-config", "bin": f"{lab}/bin",
@@ -134,8 +141,11 @@ json.dump({"DOCKER_HOST": f"unix://{lab}/run/docker.sock", "DOCKER_CONFIG": f"{l
            "pids": f"{lab}/run/pids", "worker_context": "bp-worker",
            "worker_docker_host": "tcp://127.0.0.1:15004",
            "kubeconfig": f"{lab}/cluster/kubeconfig", "kube_context": "buildplane-lab",
-           "kube_context_restricted": "buildplane-lab-dev", "api_server": "https://127.0.0.1:16443"},
+           "kube_context_restricted": "buildplane-lab-dev", "api_server": "https://127.0.0.1:16443",
+           "otlp_endpoint": "http://127.0.0.1:14318", "collector_file": f"{lab}/telemetry/otel-logs.jsonl",
+           "otelcol": sys.argv[2]},
           open(f"{lab}/env.json", "w"), indent=2)
 PY
 log "up: final 127.0.0.1:15001 (auth), cache 127.0.0.1:15002, mirror 127.0.0.1:15003; builder $DOCKER_HOST; worker context bp-worker"
+log "up: OpenTelemetry Collector http://127.0.0.1:14318 (file exporter: $BP_LAB_COLLECTOR_FILE)"
 log "up: cluster https://127.0.0.1:$API_PORT (contexts buildplane-lab, buildplane-lab-dev in $KUBECONFIG_LAB); routes :18080 :18081"

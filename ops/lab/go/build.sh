@@ -42,7 +42,11 @@ esac
 version=$(awk -v m="$what" '$1==m {print $2; exit} $1=="require" && $2==m {print $3; exit}' "$mod/go.mod")
 [ -n "$version" ] || { echo "build.sh: $mod/go.mod does not require $what" >&2; exit 2; }
 
-out="$BP_LAB_BIN/$name-$version"
+# Keyed by version and by the recipe (go.mod, go.sum, a manifest): a changed recipe builds anew.
+recipe_files=("$mod/go.mod" "$mod/go.sum")
+[ -f "$mod/manifest.yaml" ] && recipe_files+=("$mod/manifest.yaml")
+recipe=$(cat "${recipe_files[@]}" | sha256sum | cut -c1-8)
+out="$BP_LAB_BIN/$name-$version-$recipe"
 if [ -f "$out/.complete" ]; then
   echo "$out"
   exit 0
