@@ -333,3 +333,37 @@ def test_doctor_says_how_images_leave_the_builder(tmp_path):
     far = _builder(runner, BuilderChoice(), lambda: replace(LOCAL, local=False))
     assert near.ok and "on this machine: images come back as an OCI layout buildplane pushes" in near.detail
     assert far.ok and "images leave it with --push" in far.detail
+
+
+def test_a_repeated_index_entry_of_one_digest_is_read_once_and_prune_leaves_one(tmp_path):
+    """BuildKit appends to a kept layout's index.json; an older buildx left entries with other annotations."""
+    import json as _json
+    import shutil as _shutil
+    from buildplane.tools import layout_push as lp
+    root = tmp_path / "layout"
+    _shutil.copytree(FIXTURE, root)
+    index = _json.loads((root / "index.json").read_text())
+    entry = index["manifests"][0]
+    index["manifests"] = [entry, {**entry, "annotations": {"org.opencontainers.image.ref.name": "old"}}, entry]
+    (root / "index.json").write_text(_json.dumps(index))
+    image = lp.read_layout(root)
+    assert image.digest == entry["digest"]
+    lp.prune(root, image)
+    assert [m["digest"] for m in _json.loads((root / "index.json").read_text())["manifests"]] == [entry["digest"]]
+
+
+def test_a_short_blob_or_a_left_mark_is_a_damaged_layout(tmp_path):
+    import shutil as _shutil
+    from buildplane.tools import layout_push as lp
+    root = tmp_path / "layout"
+    _shutil.copytree(FIXTURE, root)
+    image = lp.read_layout(root)
+    layer = lp.blob_path(root, image.layers[-1].digest)
+    layer.write_bytes(layer.read_bytes()[:-1])
+    with pytest.raises(lp.LayoutDamaged, match="has .* of its .* bytes"):
+        lp.read_layout(root)
+    lp.end_failed_write(root)  # a failed build over a damaged layout keeps its mark
+    (root / lp.WRITING).write_text("1")
+    lp.end_failed_write(root)
+    assert (root / lp.WRITING).exists()
+    assert lp.begin_write(root) is True and not layer.exists()  # wiped: the next build writes it anew
