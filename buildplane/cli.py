@@ -157,6 +157,7 @@ def _insight_commands(subs) -> None:
     p.add_argument("--since", metavar="DURATION", help="only lines newer than this, e.g. 30s, 10m, 2h")
     p.add_argument("--previous", action="store_true", help="the logs of each container's previous run (after a crash)")
     p.add_argument("--tail", type=int, metavar="N", help="the last N lines of each container")
+    p.add_argument("--raw", action="store_true", help="log lines as written, terminal escapes included (default: escaped)")
     p.add_argument("--mode", choices=("dev", "staging"), default="dev")
     p.add_argument("--kube-context", help="the kube context (default: BUILDPLANE_KUBE_CONTEXT, else kubeconfig's current)")
 

@@ -7,13 +7,14 @@ tolerant, since a missing or torn record only means "nothing known yet".
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, StepFailed
 
 DEFAULT_DIR = ".buildplane"
 
@@ -34,9 +35,13 @@ def write_json_atomic(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, separators=(",", ":"))
         os.replace(tmp, path)
-    except BaseException:  # a full disk (ENOSPC) or an interrupt: no temp file left behind
+    except BaseException as exc:  # a full disk (ENOSPC) or an interrupt: no temp file left behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise StepFailed(f"cannot write {path} ({os.strerror(exc.errno)}): buildplane keeps what it built "
+                             f"and released under {path.parent}; free space there or point BUILDPLANE_STATE_DIR "
+                             "elsewhere") from None
         raise
 
 
@@ -45,8 +50,14 @@ def keep_file(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
     except OSError:
         pass
 

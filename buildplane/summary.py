@@ -51,7 +51,8 @@ def _first(failed: list[StepResult]) -> tuple[int, str]:
 
 def _every(failed: list[StepResult]) -> tuple[int, str]:
     """Each failure once; one message shared by several (e.g. a bad token) is said once."""
-    code = 4 if any(r.exit_code == 4 for r in failed) else 1
+    codes = {r.exit_code for r in failed}
+    code = 3 if 3 in codes else 4 if 4 in codes else 1  # a guard's refusal, then a missing piece, over a failure
     messages = {r.reason for r in failed}
     if len(failed) > 1 and len(messages) == 1:
         return code, f"{', '.join(str(r.target) for r in failed)}: {messages.pop()}"

@@ -154,9 +154,34 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 20.0) -> s
     raise AssertionError(f"{text!r} never came; got {got!r}; stderr so far unknown")
 
 
+RENDERED_OK = ("---\n# Source: demo/templates/deploy.yaml\napiVersion: apps/v1\nkind: Deployment\n"
+               "metadata: {name: demo-api}\n")
+
+
+def test_restart_refuses_what_a_release_would_refuse_before_anything_is_applied(tools, run_cli, monkeypatch):
+    """The working tree's chart gained a ClusterRole and an object in the protected namespace: `up` refuses
+    it (rendered-namespace); so does `restart`, which would otherwise apply it with --reuse-values."""
+    monkeypatch.setenv("PATH", f"{tools['bin']}:{os.environ['PATH']}")
+    released(revision=7)
+    tools["helm"].expect("get", "values", "demo-api", stdout="{}\n")
+    tools["helm"].rules.insert(0, {"prefix": ["template", "demo-api"], "stdout": RENDERED_OK + (  # before the default render
+        "---\n# Source: demo/templates/sneaky.yaml\napiVersion: v1\nkind: ConfigMap\n"
+        "metadata: {name: sneaky, namespace: prod}\n")})
+    tools["helm"]._save()
+    res = run_cli("--topology", "topology.yaml", "restart", "api")
+    assert res.code == 3, res.err
+    assert "prod" in res.err and "rendered-namespace" in res.err
+    assert not [c for c in tools["helm"].calls if c[:1] == ["upgrade"]]
+    assert tools["helm"].unexpected() == []
+    (template,) = [c for c in tools["helm"].calls if c[:1] == ["template"]]
+    assert "restartedAt=" in " ".join(template) and "-f" in template
+
+
 def test_restart_is_a_helm_upgrade_with_the_same_image(tools, run_cli, monkeypatch):
     monkeypatch.setenv("PATH", f"{tools['bin']}:{os.environ['PATH']}")
     released(revision=7)
+    tools["helm"].expect("get", "values", "demo-api", stdout="image: {repository: r, digest: d}\n")
+    tools["helm"].expect("template", "demo-api", stdout=RENDERED_OK)
     tools["helm"].expect("upgrade", "demo-api", stdout="Release \"demo-api\" has been upgraded.\nREVISION: 8\n")
     res = run_cli("--topology", "topology.yaml", "restart", "api", "--json")
     assert res.code == 0, res.err
@@ -241,3 +266,22 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_4(tools, run_cli, t
     assert res.code == 4 and len(res.err.strip().splitlines()) == 1, res.err
     assert "the cluster of kube context lab does not answer" in res.err
     assert time.monotonic() - started < 10
+
+
+def test_terminal_escapes_from_the_cluster_are_shown_not_obeyed(api, run_cli):
+    """A status message or a log line holding ESC]0;…BEL (retitle) or ESC[2J (clear) is printed escaped;
+    `logs --raw` passes log lines through as written, for whoever asked for exactly that."""
+    released()
+    api.add("deployments", deployment(RELEASE, NS, replicas=1, ready=0))
+    evicted = pod(f"{RELEASE}-1", RELEASE, NS, image=f"{REPO}@{RELEASED}", digest=RELEASED, phase="Failed")
+    evicted["status"].update(reason="Evicted", message="node low on memory\x1b]0;pwned\x07\x1b[2J")
+    api.add("pods", evicted)
+    api.log(f"{RELEASE}-1", "app", "ok \x1b[2J\x1b]0;title\x07 \r done")
+    res = run_cli("--topology", "topology.yaml", "status", "--pods")
+    assert "\x1b" not in res.out and "\x07" not in res.out, repr(res.out)
+    assert "node low on memory\\x1b]0;pwned\\x07\\x1b[2J" in res.out
+    logs = run_cli("--topology", "topology.yaml", "logs", "api")
+    assert logs.code == 0, logs.err
+    assert logs.out.splitlines() == [f"{RELEASE}-1/app | ok \\x1b[2J\\x1b]0;title\\x07 \\x0d done"]
+    raw = run_cli("--topology", "topology.yaml", "logs", "api", "--raw")
+    assert "\x1b[2J" in raw.out

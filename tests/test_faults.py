@@ -378,3 +378,27 @@ def test_a_teammates_upgrade_of_the_same_release_is_not_called_fresh(tools):
     before = len(helm.calls)
     assert up(tools).results["release:api"].status.value == "fresh"
     assert [c[0] for c in helm.calls[before:] if c[0] != "version"] == ["status"]
+
+
+def test_a_full_state_dir_is_one_line_naming_it_and_leaves_no_temp_file(tools, monkeypatch):
+    """ENOSPC while a run writes its record after the push: exit 1 with the state dir named, no traceback,
+    and the atomic writer's temp file removed (it was left behind on every run)."""
+    import errno as _errno
+    import json as _json
+    from pathlib import Path as _Path
+    monkeypatch.setenv("PATH", f"{tools['bin']}:{os.environ['PATH']}")
+    tools["docker"].expect("buildx", "build", write_metadata="sha256:" + "ab" * 32)
+    real_dump = _json.dump
+
+    def full_disk(obj, fh, **kw):
+        if "inputs_digest" in obj:  # the build record, written once the image is pushed
+            raise OSError(_errno.ENOSPC, os.strerror(_errno.ENOSPC))
+        return real_dump(obj, fh, **kw)
+    monkeypatch.setattr(_json, "dump", full_disk)
+    from fakes import run_up
+    summary = run_up(tools["bin"], targets=("api",), build_only=True)
+    assert summary.exit_code == 1
+    assert "No space left on device" in summary.error and ".buildplane/state" in summary.error
+    assert "BUILDPLANE_STATE_DIR" in summary.error and "\n" not in summary.error
+    assert not [p for p in _Path(".buildplane").rglob(".*") if p.is_file() and p.name.startswith(".build-")]
+    assert not [p for p in _Path(".buildplane/state").glob(".*.json.*")]

@@ -175,3 +175,19 @@ def test_a_user_without_read_rights_gets_one_line_from_status_and_logs(app):
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "refused" in lines[0] and "403" in lines[0], lines
         assert "Traceback" not in res.stderr
+
+
+def test_restart_refuses_what_up_refuses_on_the_real_cluster(app):
+    res, _ = up(app, "runtime")
+    assert res.returncode == 0, res.stderr
+    tpl = app["root"] / "charts/fractalops-runtime/templates/api.yaml"
+    tpl.write_text(tpl.read_text() + "\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+                   "metadata: {name: bp-test-sneaky}\nrules: []\n")
+    restart = bp(app, "restart", "runtime")
+    assert restart.returncode == 3, restart.stderr
+    assert "ClusterRole" in restart.stderr
+    assert kubectl(app["lab"], "get", "clusterrole", "bp-test-sneaky", check=False).returncode != 0
+    history = json.loads(subprocess.run(
+        [f"{app['lab']['bin']}/helm", "history", "fractalops-runtime", "-n", app["namespace"], "-o", "json",
+         "--kube-context", app["lab"]["kube_context"]], capture_output=True, text=True, env=app["env"], check=True).stdout)
+    assert len(history) == 1  # no new revision

@@ -78,3 +78,22 @@ def test_explain_change_paths(workspace, run_cli):
     assert by["ctx/Dockerfile"]["targets"]["api"] == "its Dockerfile"
     text = run_cli("--topology", "topology.yaml", "explain", "README.md").out
     assert text == "README.md: nothing — outside every build context, chart and values file\n"
+
+
+def test_a_file_name_that_is_not_utf8_is_hashed_as_its_bytes_and_shown_escaped(tools, run_cli):
+    """buildx takes such a context; so does every command (it crashed all of them at the digest)."""
+    import os as _os
+    name = _os.fsdecode(b"ctx/caf\xe9.txt")
+    Path(name).write_text("x\n")
+    res = run_cli("--topology", "topology.yaml", "plan", "--mode", "dev", "api")
+    assert res.code == 0, res.err
+    explained = run_cli("--topology", "topology.yaml", "explain", name)
+    assert explained.code == 0, explained.err
+    assert "caf\\xe9.txt" in explained.out
+    from buildplane.freshness import StatCache, image_inputs
+    from buildplane.freshness.dockerignore import DockerIgnore  # noqa: F401 - the walk's own rules
+    cache = StatCache.open(Path(".buildplane/state/stat-cache.json"))
+    first = image_inputs(Path("ctx"), Path("ctx/Dockerfile"), build_args={}, build_target=None, platform=None, cache=cache)
+    Path(name).write_text("y\n")
+    second = image_inputs(Path("ctx"), Path("ctx/Dockerfile"), build_args={}, build_target=None, platform=None, cache=cache)
+    assert first.digest != second.digest

@@ -50,3 +50,23 @@ def test_the_second_load_validates_nothing_and_a_changed_model_validates_again(w
     kept[0].write_text("another model")  # as after an upgrade of the model or of pydantic
     again = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=os.environ, check=True)
     assert again.stdout.split() == ["True", "/app.txt"] and first.targets["api"].sync[0].dest == "/app.txt"
+
+
+def test_an_edited_cache_entry_neither_changes_the_topology_nor_skips_its_validation(workspace):
+    """The parse cache is sealed to the file's bytes: an entry edited to move the dev namespace into the
+    protected one, or to carry a value validation refuses, is parsed again from the file."""
+    Path("topology.yaml").write_text(BASE_TOPOLOGY)
+    load("topology.yaml")
+    load("topology.yaml")  # the second load is the one built from the cache
+    cache = Path(os.environ["HOME"]) / ".cache/buildplane/topology"
+    (entry,) = [p for p in cache.glob("*.json")]
+    kept = json.loads(entry.read_text())
+    body = json.loads(kept["body"])
+    body["data"]["modes"]["dev"]["namespace"] = "prod"  # the protected namespace
+    body["data"]["modes"]["dev"]["history_max"] = 0  # validation refuses it
+    kept["body"] = json.dumps(body, sort_keys=True)
+    entry.write_text(json.dumps(kept))
+    probe = ("from buildplane.topology import load; t = load('topology.yaml'); "
+             "print(t.modes.dev.namespace, t.modes.dev.history_max)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=os.environ, check=True)
+    assert out.stdout.split() == ["demo-dev", "10"]

@@ -9,6 +9,15 @@ from ..plan import Plan, describe
 from ..tools.run import quote
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0a, 0x20), 0x7f, *range(0x80, 0xa0))}
+
+
+def printable(text: str) -> str:
+    """What the cluster said, safe for a terminal: control characters (ESC, BEL, CR, C1 codes…) shown as
+    \\xNN, so a pod name, a status message or a log line cannot retitle, clear or rewrite the screen."""
+    return text.translate(_CONTROL)
+
+
 def stderr(line: str) -> None:
     """Every log line passes the same masking as events: a tool's error may quote a credential."""
     print(redact(line), file=sys.stderr, flush=True)

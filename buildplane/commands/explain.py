@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..contract import project_path
 from ..freshness import DockerIgnore
+from ..freshness.digests import shown_name
 from ..topology import Topology
 from ._output import print_json
 
@@ -63,7 +64,7 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
     out = []
     for raw in paths:
         path = Path(os.path.normpath(base / raw)).absolute()
-        ex = Explanation(raw)
+        ex = Explanation(shown_name(raw))  # a name that is not UTF-8 is shown escaped, never a crash
         for name, t in topo.targets.items():
             context = project_path(base, t.context).absolute()
             dockerfile = project_path(base, t.dockerfile).absolute()

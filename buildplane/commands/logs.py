@@ -14,6 +14,7 @@ import threading
 from ..errors import BadInput, BuildplaneError
 from ..tools.kube import KubeReader
 from ._cluster import cluster, released_targets, selector
+from ._output import printable
 
 POLL_S = 2.0
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -31,13 +32,15 @@ def since_seconds(text: str | None) -> int | None:
 class Printer:
     """Whole lines from many streams, never interleaved mid-line."""
 
-    def __init__(self, out=None) -> None:
+    def __init__(self, out=None, raw: bool = False) -> None:
         self.out = out or sys.stdout
         self.lock = threading.Lock()
+        self.raw = raw  # --raw: the log lines as the containers wrote them, escapes and all
 
     def line(self, prefix: str, text: str) -> None:
+        shown = text if self.raw else printable(text)
         with self.lock:
-            self.out.write(f"{prefix} | {text}\n")
+            self.out.write(f"{printable(prefix)} | {shown}\n")
             self.out.flush()
 
 
@@ -65,7 +68,7 @@ def follow(reader: KubeReader, labels: list[str], printer: Printer, since: int |
                 printer.line(f"{pod}/{container}", text)
         except BuildplaneError as exc:
             if not stop.is_set():
-                log(f"{pod}/{container}: {exc.message}")
+                log(printable(f"{pod}/{container}: {exc.message}"))
     first = True
     while not stop.is_set():
         try:
@@ -101,7 +104,7 @@ def run(args, topology) -> int:
     where = cluster(topo, args.mode, args.kube_context)
     reader = KubeReader(where.context, where.namespace)
     labels = [selector(topo, n) for n in names]
-    printer = Printer()
+    printer = Printer(raw=args.raw)
     if not args.follow:
         for label in labels:
             read_once(reader, reader.pods(label), printer, since, args.previous, args.tail)

@@ -34,7 +34,7 @@ def restart_plan(topo, args, state: StateDir, runner: Runner) -> Plan:
             target=name, mode=args.mode, release=contract.release_name(topo, name),
             chart=contract.project_path(Path.cwd(), topo.targets[name].chart), namespace=where.namespace,
             kube_context=where.context, timeout=mode.helm_timeout, history_max=mode.history_max, helm_major=major,
-            state=state, lock=name))
+            state=state, cluster_scoped=topo.targets[name].cluster_scoped, lock=name))
     return plan
 
 

@@ -6,6 +6,8 @@ cluster too, read-only (tools/kube.py): the release, its pods, and whether they 
 """
 from __future__ import annotations
 
+import builtins
+
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -130,6 +132,8 @@ def pod_reports(topo: Topology, mode: str, names: list[str], state: StateDir, re
 
 
 def print_pods(reports: list) -> None:
+    from ._output import printable
+    print = lambda line: builtins.print(printable(line))  # noqa: E731 - names, phases, messages come from the cluster
     for r in reports:
         head = f"{r.target}: release {r.release} {r.release_status}" + (f" at revision {r.revision}" if r.revision else "")
         verdict = ("runs the image buildplane released" if r.runs_released else

@@ -126,7 +126,8 @@ def image_inputs(
                        "platform": platform, "bases": sorted((bases or {}).items())}, sort_keys=True).encode()
     h.update(spec)
     for rel in sorted(files):
-        h.update(rel.encode() + b"\0" + files[rel].encode() + b"\n")
+        # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
+        h.update(os.fsencode(rel) + b"\0" + os.fsencode(files[rel]) + b"\n")
     files["<Dockerfile>"] = df_hash
     return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest(),
                        bases=dict(bases or {}))
@@ -140,7 +141,12 @@ def changed_files(before: dict[str, str], after: dict[str, str], limit: int = 3)
 
 def shown_paths(context: Path, names: list[str]) -> list[str]:
     """Changed input names as people know them: context-relative files, and the Dockerfile."""
-    return ["Dockerfile" if n == "<Dockerfile>" else str(context / n) for n in names]
+    return ["Dockerfile" if n == "<Dockerfile>" else shown_name(str(context / n)) for n in names]
+
+
+def shown_name(name: str) -> str:
+    """A file name fit to print: bytes that are not UTF-8 shown as \\xNN (never a UnicodeEncodeError)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def release_inputs(*, chart_files: dict[str, str], values_files: dict[str, str], image_digest: str,

@@ -97,8 +97,10 @@ class BuildxArgv:
         argv += ["--cache-to", self.cache_to_arg(), "--output", "type=cacheonly"]
         return argv + self._tail() + [str(self.context)]
 
-    def build_env(self) -> dict[str, str] | None:
-        """The environment buildx gets: ours, plus each ${VAR} build arg under its own name."""
+    def build_env(self) -> dict[str, str]:
+        """The environment buildx gets: ours, plus each ${VAR} build arg under its own name. buildx's
+        metadata file would record the build args as provenance (`build-arg:NPM_TOKEN`) even with
+        --provenance=false; buildplane reads only the digest from it, so the provenance is left out."""
         secret = {k: expand_env(v) for k, v in self.build_args.items() if has_env(v)}
-        return {**os.environ, **secret} if secret else None
+        return {**os.environ, "BUILDX_METADATA_PROVENANCE": "disabled", **secret}
 

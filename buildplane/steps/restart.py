@@ -4,6 +4,11 @@
 template as an annotation, so the Deployment rolls its pods with everything else as the last release
 left it. The upgrade waits like a release (`--wait`, rolled back on failure), is protected like one,
 and the release record takes the new revision, so the next `up` still knows the live release as its own.
+
+The working tree's chart is what the upgrade applies, so before it runs the step renders exactly that
+(the live release's values, read with `helm get values`, plus the stamp, through `helm template`) and
+passes it through the same guard as a release: nothing outside the mode's namespace, no cluster-scoped
+kind the target does not allow. A restart never applies what `up` would refuse.
 """
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..state import StateDir, read_json, write_json_atomic
+from .. import guards
+from ..state import StateDir, keep_file, read_json, write_json_atomic
+from ..tools.manifests import rendered_objects
 from .base import RunContext, Status, StepFields, StepResult
 from .release import ReleaseFacts, helm_timeout_s, helm_upgrade, parse_revision
 
@@ -32,6 +39,7 @@ class RestartStep(StepFields):
     history_max: int
     helm_major: int
     state: StateDir
+    cluster_scoped: tuple[str, ...] = ()
 
     def argv(self, stamp: str = "<now, UTC>") -> list[str]:
         return ["helm", "upgrade", self.release, str(self.chart), "--namespace", self.namespace, "--kube-context",
@@ -44,11 +52,23 @@ class RestartStep(StepFields):
                 "-o", "json"]
 
     def describe(self) -> dict:
-        return {"argv": self.argv(), "applied": True}
+        return {"argv": self.argv(), "applied": True,
+                "guard": "rendered first (helm get values + helm template) and refused like a release"}
+
+    def check(self, ctx: RunContext, stamp: str) -> None:
+        """Render what the upgrade would apply and refuse it as a release would (exit 3), before it runs."""
+        values = ctx.runner.run(["helm", "get", "values", self.release, "--namespace", self.namespace,
+                                 "--kube-context", self.kube_context, "-o", "yaml"], timeout=60).stdout
+        live = self.state.root / "values" / f"{self.mode}-{self.target}-live.yaml"
+        keep_file(live, values.encode())  # 0600: the live values may hold what the release was given
+        rendered = ctx.runner.run(["helm", "template", self.release, str(self.chart), "--namespace", self.namespace,
+                                   "-f", str(live), "--set-string", f"{RESTART_KEY}={stamp}"], timeout=120).stdout
+        guards.check_rendered(self.mode, self.target, self.namespace, rendered_objects(rendered), self.cluster_scoped)
 
     def run(self, ctx: RunContext) -> StepResult:
         started = time.monotonic()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.check(ctx, stamp)
         out = helm_upgrade(ctx, self.argv(stamp), helm_timeout_s(self.timeout), self.target, self.status_argv())
         revision = parse_revision(out.stdout)
         path = ctx.state.release_record(self.mode, self.target)
