@@ -30,6 +30,7 @@ from .tools import helm as helm_tool
 from .tools.builders import BuilderChoice, choose as choose_builder
 from .tools.git import git_sha
 from .tools.run import Runner
+from .topology.yaml_lines import has_env
 from .topology import Topology
 
 
@@ -119,6 +120,13 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
     builder = choose_builder(topo, opts.builder, environ)
     if builder.name or builder.max_parallel:
         plan.notes.append(builder.sentence())
+    for name in plan.targets:
+        from_env = [k for k, v in topo.targets[name].build_args.items() if has_env(v)]
+        if from_env:  # kept out of argv and of buildplane's files, but not out of the image: say so once
+            plan.notes.append(f"{name}: build arg{'s' if len(from_env) > 1 else ''} {', '.join(from_env)} "
+                              "from the environment: the image's history records a build arg's value in every "
+                              "RUN after its ARG (and pushes it); for a secret, use a BuildKit secret "
+                              "(`RUN --mount=type=secret`)")
     cache = StatCache.open(state.statcache)
     bases = base_digests(topo, state, runner, persist)
     plan.revision = git_sha(runner, base)
@@ -169,7 +177,8 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
                 sha: str, state: StateDir, bases: BaseDigests | None = None,
                 builder: BuilderChoice = BuilderChoice()) -> BuildStep:
     t = topo.targets[name]
-    context, dockerfile, args, inputs = target_inputs(topo, name, base, cache, bases, opts.pull)
+    context, dockerfile, args, inputs = target_inputs(topo, name, base, cache, bases, opts.pull,
+                                                      provenance=mode_provenance(topo, opts.mode))
     tag = contract.render_tag(topo.mode(opts.mode).tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode,
                               target=name)
     guards.check_tag(opts.mode, name, tag)

@@ -225,3 +225,14 @@ def test_the_smoke_command_takes_the_routes_of_the_mode_it_is_given(at_root):
                 for r in s.routes] for m in ("dev", "staging")}
     assert urls == {"dev": ["https://api.fractalops-dev.lxc-pve.lab/healthz"],
                     "staging": ["https://api.fractalops-staging.lxc-pve.lab/healthz"]}
+
+
+def test_staging_never_takes_devs_image_the_attestation_is_an_input(at_root, run_cli):
+    """dev builds without an attestation, staging with buildx's default one: their content tags differ,
+    so staging's freshness check never finds (and tags) dev's single manifest."""
+    dev = next(s for s in plan_json(run_cli, "--mode", "dev", "runtime", "--build-only")["steps"] if s["kind"] == "build")
+    stg = next(s for s in plan_json(run_cli, "--mode", "staging", "runtime", "--build-only")["steps"] if s["kind"] == "build")
+    assert "--provenance=false" in dev["argv"] and "--provenance=false" not in stg["argv"]
+    assert dev["inputs_digest"] != stg["inputs_digest"]
+    tag = lambda s: s["argv"][s["argv"].index("--tag") + 1].rsplit(":", 1)[1]  # noqa: E731
+    assert tag(dev) != tag(stg) and tag(dev).startswith("bp-")

@@ -64,7 +64,8 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state: State
         return TargetStatus(name, "never-released",
                             f"never released in {mode} mode from this working tree: run `buildplane up --mode {mode} {name}`")
     digest, revision = record.get("image_digest"), record.get("revision")
-    context, _, _, inputs = target_inputs(topo, name, base, cache, bases)
+    from ..plan import mode_provenance
+    context, _, _, inputs = target_inputs(topo, name, base, cache, bases, provenance=mode_provenance(topo, mode))
     image_changed: list[str] = []
     if record.get("image_inputs_digest") != inputs.digest:
         before = record.get("image_files")

@@ -106,8 +106,10 @@ def image_inputs(
     platform: str | None,
     cache: StatCache,
     bases: dict[str, str] | None = None,
+    attested: bool = False,
 ) -> ImageInputs:
-    """The image inputs digest: context after .dockerignore, Dockerfile, args, target, platform."""
+    """The image inputs digest: context after .dockerignore, Dockerfile, args, target, platform, and
+    whether the build attests (an attested image is another manifest: staging's is never dev's)."""
     ignore = DockerIgnore.for_context(context, dockerfile)
     files: dict[str, str] = {}
     for rel, abspath, st in walk_context(context, ignore):
@@ -122,8 +124,11 @@ def image_inputs(
     df_hash = cache.file_hash(str(dockerfile.resolve()), dockerfile.stat())
     h = hashlib.sha256()
     h.update(b"buildplane-image-inputs-v1\0")
-    spec = json.dumps({"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
-                       "platform": platform, "bases": sorted((bases or {}).items())}, sort_keys=True).encode()
+    fields = {"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
+              "platform": platform, "bases": sorted((bases or {}).items())}
+    if attested:  # only then, so an image without attestation keeps the digest it always had
+        fields["attested"] = True
+    spec = json.dumps(fields, sort_keys=True).encode()
     h.update(spec)
     for rel in sorted(files):
         # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
@@ -164,7 +169,7 @@ def tree_hashes(root: Path, cache: StatCache) -> dict[str, str]:
 
 
 def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache, bases: BaseDigests | None = None,
-                  pull: bool = False):
+                  pull: bool = False, provenance: bool | None = False):
     """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands; with
     `bases`, what each external FROM resolves to is an input too (bases.py has the rule)."""
     t = topo.targets[name]
@@ -179,7 +184,7 @@ def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache, bases
                                 lambda: dockerfile.read_text(encoding="utf-8", errors="replace"))
         resolved = bases.resolve(images, pull=pull)
     inputs = image_inputs(context, dockerfile, build_args=expanded, build_target=t.build_target,
-                          platform=t.platform, cache=cache, bases=resolved)
+                          platform=t.platform, cache=cache, bases=resolved, attested=provenance is not False)
     inputs.files.update({f"<FROM {image}>": digest for image, digest in (resolved or {}).items()})
     return context, dockerfile, args, inputs
 

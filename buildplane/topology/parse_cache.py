@@ -70,7 +70,7 @@ def put(text: str, data: object, lines: dict) -> None:
     path = _file(text)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"data": data, "lines": [[list(k), v] for k, v in lines.items()]}, sort_keys=True)
+        body = json.dumps({"data": data, "lines": [[list(k), v] for k, v in lines.items()]})  # order kept: targets run in it
         from ..state import keep_file
         keep_file(path, json.dumps({"body": body, "seal": _seal(text, body)}).encode())
     except (OSError, TypeError, ValueError):
