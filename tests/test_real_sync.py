@@ -78,3 +78,55 @@ def test_an_edit_is_synced_into_a_runnable_image_equal_to_a_rebuild(tmp_path):
     rebuilt = up(app, lab, "--rebuild")
     assert rebuilt["build"] == "built" and rebuilt["digest"] != synced["digest"]
     assert files_in(lab, rebuilt["image"]) == files
+
+
+def _synced_then_rebuilt(app, lab) -> tuple[dict, dict, dict, dict]:
+    synced = up(app, lab)
+    assert synced["build"] == "synced", synced
+    files = files_in(lab, synced["image"])
+    rebuilt = up(app, lab, "--rebuild")
+    assert rebuilt["build"] == "built"
+    return synced, files, rebuilt, files_in(lab, rebuilt["image"])
+
+
+def test_deleting_a_directorys_last_synced_file_keeps_what_a_run_put_there(tmp_path):
+    """`RUN … > /srv/www/assets/vendor.js` then `COPY www /srv/www`; removing www/assets/app.js whites out that
+    file only, as a build leaves the tree: vendor.js stays (the whole directory was whited out)."""
+    lab = lab_env()
+    app, _ = make_app(tmp_path / "app", lab)
+    dockerfile = app / "examples/fractalops/portal/Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(
+        "COPY www /srv/www", "RUN mkdir -p /srv/www/assets && echo vendor > /srv/www/assets/vendor.js\nCOPY www /srv/www"))
+    (app / WWW / "assets").mkdir()
+    (app / WWW / "assets/app.js").write_text("app\n")
+    assert up(app, lab)["build"] == "built"
+    (app / WWW / "assets/app.js").unlink()
+    synced, files, _, rebuilt_files = _synced_then_rebuilt(app, lab)
+    assert "./assets/vendor.js" in files and "./assets/app.js" not in files
+    assert files == rebuilt_files
+
+
+@pytest.mark.parametrize("before, after", [("file", "dir"), ("dir", "file")])
+def test_a_path_that_turns_from_file_to_directory_or_back_syncs_into_a_pullable_image(tmp_path, before, after):
+    lab = lab_env()
+    app, _ = make_app(tmp_path / "app", lab)
+    a = app / WWW / "a"
+
+    def make(kind: str) -> None:
+        if a.is_dir():
+            for p in sorted(a.rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+            a.rmdir()
+        elif a.exists():
+            a.unlink()
+        if kind == "file":
+            a.write_text("a file\n")
+        else:
+            a.mkdir()
+            (a / "b").write_text("b inside a\n")
+    make(before)
+    assert up(app, lab)["build"] == "built"
+    make(after)
+    synced, files, _, rebuilt_files = _synced_then_rebuilt(app, lab)  # files_in pulls and runs the synced image
+    assert files == rebuilt_files
+    assert ("./a/b" in files) == (after == "dir") and ("./a" in files) == (after == "file")

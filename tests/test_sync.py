@@ -95,21 +95,28 @@ def test_the_answer_is_kept_by_content_so_a_no_op_run_parses_nothing(tmp_path, m
         resolve([Rule("www/", "/srv/www/")], ctx, ctx / "Dockerfile", None, {})
 
 
-def test_a_symlink_leading_out_of_the_context_is_bad_input(workspace):
+def test_a_link_out_of_the_context_inside_a_sync_src_is_synced_as_a_link_and_blocks_nothing(workspace):
+    """buildx takes such a context (the link is copied as a link) and sync writes links as links: no command
+    refuses the topology for it. Only a src that is itself a link out of the context is bad input."""
     (workspace / "ctx/www").mkdir()
     os.symlink("/etc/passwd", workspace / "ctx/www/passwd")
     (workspace / "ctx/Dockerfile").write_text("FROM scratch\nCOPY app.txt /app.txt\nCOPY www /srv/www\n")
     text = BASE_TOPOLOGY.replace("    smoke: [{url", "    sync: [{src: www, dest: /srv/www}]\n    smoke: [{url", 1)
     (workspace / "topology.yaml").write_text(text)
+    for args in (["plan", "--mode", "dev"], ["resources", "--json"], ["status"], ["explain", "ctx/www/passwd"]):
+        proc = subprocess.run([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", *args],
+                              cwd=workspace, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, (args, proc.stderr)
+    rule = SyncTarget("www", "/srv/www", True, 3)
+    (entry,) = sync.entries(spec_for(workspace / "ctx", rule), {}, {"www/passwd": "link:/etc/passwd"})
+    assert (entry.kind, entry.link) == ("link", "/etc/passwd")
+    import shutil as _shutil
+    _shutil.rmtree(workspace / "ctx/www")
+    os.symlink("/etc", workspace / "ctx/www")  # the src itself leads out of the context
     proc = subprocess.run([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "plan", "--mode", "dev"],
                           cwd=workspace, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "topology.yaml:18: targets.api.sync[0].src:" in proc.stderr and "ctx/www/passwd is a symbolic link" in proc.stderr
-    os.unlink(workspace / "ctx/www/passwd")
-    os.symlink("../app.txt", workspace / "ctx/www/app")  # inside the context: fine
-    proc = subprocess.run([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "plan", "--mode", "dev"],
-                          cwd=workspace, capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
+    assert "topology.yaml:18: targets.api.sync[0].src:" in proc.stderr and "ctx/www is a symbolic link" in proc.stderr
 
 
 # ---- the layer ------------------------------------------------------------------------------------
@@ -128,18 +135,19 @@ def test_the_layer_holds_edits_new_files_and_whiteouts(tmp_path):
     now = {"www/index.html": "-new", "www/css/a.css": "-a", "www/img/x.png": "xnew", "www/home.html": "link:index.html"}
     got = {e.path: e for e in sync.entries(spec_for(ctx, rule), base, now)}
     assert got["/srv/www/index.html"].kind == "file" and got["/srv/www/index.html"].source == str(ctx / "www/index.html")
+    assert "/srv/www/old" not in got  # the emptied directory is not whited out: the base or a RUN may fill it
     assert got["/srv/www/img/x.png"].mode & 0o777 == 0o755
     assert got["/srv/www/home.html"].kind == "link" and got["/srv/www/home.html"].link == "index.html"
     assert got["/srv/www/css"].kind == "dir"  # a directory the built image did not have
     assert got["/srv/www/gone.txt"].kind == "whiteout"
-    assert got["/srv/www/old"].kind == "whiteout" and "/srv/www/old/a.txt" not in got  # the emptied dir, once
+    assert got["/srv/www/old/a.txt"].kind == "whiteout" and got["/srv/www/old/deep/b.txt"].kind == "whiteout"
     layer = make_layer(list(got.values()))
     members = layer_members(layer.blob)
     assert members["srv/www/index.html"] == b"new page"
-    assert "srv/www/.wh.gone.txt" in members and "srv/www/.wh.old" in members
+    assert "srv/www/.wh.gone.txt" in members and "srv/www/old/.wh.a.txt" in members and "srv/www/.wh.old" not in members
     assert members["srv/www/home.html"].issym() and members["srv/www/css"].isdir()
     assert layer.diff_id == sha(gzip.decompress(layer.blob)) and layer.digest == sha(layer.blob)
-    assert (layer.files, layer.deleted) == (4, 2)
+    assert (layer.files, layer.deleted) == (4, 3)
     assert make_layer(list(got.values())).digest == layer.digest  # the same edit, the same layer
 
 
@@ -360,7 +368,8 @@ def test_make_layer_entry_kinds(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob))) as tar:
         names = tar.getnames()
         info = tar.getmember("a/f")
-    assert names == ["a", "a/f", "a/.wh.gone"] and (info.mode, info.uid, info.gid) == (0o600, 5, 6)
+    # whiteouts first: a runtime removes the path as it applies one, so a new entry at it must follow
+    assert names == ["a/.wh.gone", "a", "a/f"] and (info.mode, info.uid, info.gid) == (0o600, 5, 6)
 
 
 def test_a_registry_error_on_the_upload_fails_the_run_with_its_status(synced_workspace):
@@ -410,3 +419,27 @@ def test_a_synced_image_under_a_moved_mode_tag_is_tagged_not_uploaded(synced_wor
     assert again["digest"] == synced["digest"] and again["image"].split(":")[-1].startswith("dev-next-")
     assert reg.tags[f"{REPO}:{again['image'].split(':')[-1]}"] == synced["digest"]
     assert not [s for s in reg.seen if s.startswith(("POST", "PATCH"))] and builds(tools) == 1  # no upload, no build
+
+
+def test_a_rule_for_copy_into_the_image_root_matches(tmp_path):
+    """`COPY rootfs/ /`: the destination normalised to `//`, which matched no rule."""
+    from buildplane.topology.sync_rules import resolve
+    ctx = ctx_with(tmp_path, "FROM scratch\nCOPY rootfs/ /\n", {"rootfs/etc/app.conf": "x"})
+    rule = type("R", (), {"src": "rootfs/", "dest": "/"})()
+    (target,) = resolve([rule], ctx, ctx / "Dockerfile", None, {})
+    assert target.dest == "/" and target.image_path("rootfs/etc/app.conf") == "/etc/app.conf"
+
+
+def test_a_rule_on_an_add_that_unpacks_an_archive_is_refused(tmp_path):
+    import tarfile as _tarfile
+    from buildplane.topology.sync_rules import RuleError, resolve
+    ctx = ctx_with(tmp_path, "FROM scratch\nADD vendor.tar /srv/vendor/\nADD notes.txt /srv/notes.txt\n",
+                   {"notes.txt": "plain"})
+    with _tarfile.open(ctx / "vendor.tar", "w") as tar:
+        tar.add(ctx / "notes.txt", arcname="inside.txt")
+    rule = type("R", (), {"src": "vendor.tar", "dest": "/srv/vendor/vendor.tar"})()
+    with pytest.raises(RuleError, match=r"`ADD` at .* line 2 unpacks the archive .*vendor.tar"):
+        resolve([rule], ctx, ctx / "Dockerfile", None, {})
+    plain = type("R", (), {"src": "notes.txt", "dest": "/srv/notes.txt"})()
+    (target,) = resolve([plain], ctx, ctx / "Dockerfile", None, {})  # ADD of a plain file copies it: syncable
+    assert target.line == 3

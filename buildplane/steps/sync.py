@@ -100,31 +100,34 @@ def entries(spec: SyncSpec, base_files: dict[str, str], files: dict[str, str]) -
         rules[rel] = rule
     base_dirs = {posixpath.dirname(p) for p in base_files}
     base_dirs |= {d for p in base_dirs for d in _ancestors(p)}
-    live_dirs = {posixpath.dirname(p) for p in files}
-    live_dirs |= {d for p in live_dirs for d in _ancestors(p)}
-    out: dict[str, Entry] = {}
+    # Keyed by (path, kind): a path that turned from a file into a directory (or back) is a whiteout of the
+    # old and an entry of the new at one path; whiteouts go first in the layer (tools/oci_layer.py).
+    out: dict[tuple[str, str], Entry] = {}
     for rel in changed:
         rule = rules[rel]
         uid, gid = _owner(rule.chown)
         chmod = int(rule.chmod, 8) if rule.chmod and rule.chmod.isdigit() else None
         if rel not in files:
-            gone = _gone_root(rel, rule, live_dirs)
+            # Exactly the path the context lost, as a build would leave the tree: a directory it empties keeps
+            # what the base image or a RUN put there. Only where a file now stands in place of one of its
+            # directories is that directory whited out, whole, as the build replaces it.
+            gone = next((d for d in reversed(_ancestors(rel)) if d in files and rule.covers(d)), rel)
             path = rule.image_path(gone)
-            out[path] = Entry(path, "whiteout")  # no time of its own: the same edit makes the same layer
+            out[(path, "whiteout")] = Entry(path, "whiteout")  # no time of its own: same edit, same layer
             continue
         st = os.lstat(spec.context / rel)
         path = rule.image_path(rel)
         if stat.S_ISLNK(st.st_mode):
-            out[path] = Entry(path, "link", link=os.readlink(spec.context / rel), mode=0o777,
-                              mtime=int(st.st_mtime), uid=uid, gid=gid)
+            out[(path, "new")] = Entry(path, "link", link=os.readlink(spec.context / rel), mode=0o777,
+                                       mtime=int(st.st_mtime), uid=uid, gid=gid)
         else:
-            out[path] = Entry(path, "file", source=str(spec.context / rel), mode=chmod or (st.st_mode & 0o7777),
-                              mtime=int(st.st_mtime), uid=uid, gid=gid)
+            out[(path, "new")] = Entry(path, "file", source=str(spec.context / rel),
+                                       mode=chmod or (st.st_mode & 0o7777), mtime=int(st.st_mtime), uid=uid, gid=gid)
         parent = posixpath.dirname(rel)
         for d in [parent, *_ancestors(parent)]:  # directories no built image had: made as COPY makes them
-            if d and d not in base_dirs and d != rule.src and rule.covers(d):
-                out.setdefault(rule.image_path(d), Entry(rule.image_path(d), "dir", mode=chmod or 0o755,
-                                                         mtime=int(st.st_mtime), uid=uid, gid=gid))
+            if d and (d not in base_dirs or d in base_files) and d != rule.src and rule.covers(d):
+                out.setdefault((rule.image_path(d), "new"), Entry(rule.image_path(d), "dir", mode=chmod or 0o755,
+                                                                  mtime=int(st.st_mtime), uid=uid, gid=gid))
     return list(out.values())
 
 
@@ -135,16 +138,6 @@ def _ancestors(d: str) -> list[str]:
         if d:
             out.append(d)
     return out
-
-
-def _gone_root(rel: str, rule: SyncTarget, live_dirs: set[str]) -> str:
-    """What to white out for a deleted file: its highest directory (inside the rule) that no file is
-    left in — as a rebuild would not have it — else the file itself."""
-    top = rel
-    d = posixpath.dirname(rel)
-    while d and d != rule.src and rule.covers(d) and d not in live_dirs:
-        top, d = d, posixpath.dirname(d)
-    return top
 
 
 # ---- the registry side ------------------------------------------------------------------------

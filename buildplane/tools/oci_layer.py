@@ -65,12 +65,22 @@ def _member(entry: Entry) -> tuple[tarfile.TarInfo, bytes | None]:
     return info, data
 
 
+def _order(e: Entry) -> tuple:
+    """Whiteouts first (they hide the lower layers only: a runtime applying this one removes the path, so a
+    new entry at it must come after), then directories parents first, then files and links."""
+    if e.kind == "whiteout":
+        return (0, 0, e.path)
+    if e.kind == "dir":
+        return (1, e.path.count("/"), e.path)
+    return (2, 0, e.path)
+
+
 def make_layer(entries: list[Entry], level: int = 6) -> Layer:
     """The layer of `entries`, parents before children."""
     raw = io.BytesIO()
     files = deleted = size = 0
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(entries, key=lambda e: (e.path.count("/"), e.path) if e.kind == "dir" else (1 << 16, e.path)):
+        for entry in sorted(entries, key=_order):
             info, data = _member(entry)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
             if entry.kind == "whiteout":

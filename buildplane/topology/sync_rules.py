@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..topology.yaml_lines import expand_env
 
-FORMAT = "1"  # bump when the kept answer changes shape
+FORMAT = "2-1"  # bump when the kept answer changes shape
 _CONTEXT_FLAGS = ("--chown", "--chmod", "--link")  # a COPY with any other flag is not a plain context copy
 
 
@@ -40,7 +40,13 @@ class SyncTarget:
     def image_path(self, rel: str) -> str:
         """Where the context file `rel` (covered by this rule) is in the image."""
         rest = rel[len(self.src):].lstrip("/") if self.src else rel
-        return posixpath.join(self.dest, rest) if rest else self.dest
+        return image_norm(posixpath.join(self.dest, rest)) if rest else self.dest
+
+
+def image_norm(path: str) -> str:
+    """An absolute image path in one form: POSIX normpath keeps a leading `//` (`COPY rootfs/ /` gives
+    `//`), which names no other place in an image."""
+    return "/" + posixpath.normpath(path).lstrip("/")
 
 
 class RuleError(Exception):
@@ -80,30 +86,17 @@ def check_forms(rules, context: Path) -> list[tuple[str, str]]:
         path = context / src
         if not os.path.lexists(path):
             raise RuleError(i, "src", f"{path} does not exist; valid: a file or directory of the build context")
-        escape = _escaping_link(path, root)
-        if escape:
-            raise RuleError(i, "src", f"{escape} is a symbolic link that leads out of the build context; "
+        # A link *inside* src is copied as a link, by a build and by a sync alike, wherever it points; only
+        # a src that is itself a link out of the context names something the context does not hold.
+        if os.path.islink(path) and not _inside(os.path.realpath(path), str(root)):
+            raise RuleError(i, "src", f"{path} is a symbolic link that leads out of the build context; "
                                       "sync only what the context holds")
-        out.append((src, posixpath.normpath(rule.dest)))
+        out.append((src, image_norm(rule.dest)))
     return out
 
 
-def _escaping_link(path: Path, root: Path) -> str | None:
-    """The first symbolic link at or below `path` whose target is outside `root`, or None."""
-    stack = [str(path)]
-    while stack:
-        p = stack.pop()
-        if os.path.islink(p):
-            target = os.path.realpath(p)
-            if target != str(root) and not target.startswith(str(root) + os.sep):
-                return p
-            continue
-        if os.path.isdir(p):
-            try:
-                stack += [e.path for e in os.scandir(p)]
-            except OSError:
-                continue
-    return None
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
 
 
 # ---- the Dockerfile side ----------------------------------------------------------------------
@@ -116,6 +109,7 @@ class _Copy:
     chown: str | None
     chmod: str | None
     plain: bool  # a copy from the context (no --from, --parents, --exclude; no URL)
+    add: bool = False  # ADD: a local archive among its sources is unpacked, not copied
 
     def shown(self) -> str:
         return f"{' '.join(self.srcs)} → {self.dest or '?'} (line {self.line})"
@@ -172,7 +166,8 @@ def _copies(chain: list[dict]) -> list[_Copy]:
         plain = all(f.split("=", 1)[0] in _CONTEXT_FLAGS for f in flags) and not any(
             "://" in s or "$" in s for s in srcs)
         opt = {f.split("=", 1)[0]: f.split("=", 1)[1] for f in flags if "=" in f}
-        out.append(_Copy(tuple(srcs), dest_abs, ins["startline"] + 1, opt.get("--chown"), opt.get("--chmod"), plain))
+        out.append(_Copy(tuple(srcs), dest_abs, ins["startline"] + 1, opt.get("--chown"), opt.get("--chmod"), plain,
+                         add=kind == "ADD"))
     return out
 
 
@@ -206,13 +201,27 @@ def _match(src: str, dest: str, copy: _Copy, context: Path) -> bool:
         if (context / s).is_dir() if s else True:  # a directory's contents land in dest
             if s == src or not s or src.startswith(s + "/"):
                 rest = src[len(s):].lstrip("/")
-                if posixpath.normpath(posixpath.join(copy.dest, rest)) == dest:
+                if image_norm(posixpath.join(copy.dest, rest)) == dest:
                     return True
         elif s == src:
             landing = posixpath.join(copy.dest, posixpath.basename(s)) if into_dir else copy.dest
-            if posixpath.normpath(landing) == dest:
+            if image_norm(landing) == dest:
                 return True
     return False
+
+
+def _unpacked_archive(copy: _Copy, src: str, context: Path) -> str | None:
+    """A local archive this ADD unpacks that lies inside the rule's src (ADD unpacks a source file that is a
+    tar, plain or compressed; a directory's contents are copied as they are)."""
+    import tarfile
+    for raw in copy.srcs:
+        s = normal_src(raw)
+        if s is None or not (s == src or not src or s.startswith(src + "/")):
+            continue
+        path = context / s
+        if path.is_file() and tarfile.is_tarfile(path):
+            return str(path)
+    return None
 
 
 def resolve(rules, context: Path, dockerfile: Path, build_target: str | None,
@@ -241,6 +250,11 @@ def resolve(rules, context: Path, dockerfile: Path, build_target: str | None,
                                       f"puts {src or '.'} at {dest}; expected `COPY {src or '.'} {dest}` there, "
                                       f"it copies: {what}")
         c = found[-1]  # the last copy wins, as in the image
+        archive = _unpacked_archive(c, src, context) if c.add else None
+        if archive:
+            raise RuleError(i, "src", f"`ADD` at {dockerfile} line {c.line} unpacks the archive {archive} into the "
+                                      "image; a sync would put the archive itself there. Use COPY for files to sync, "
+                                      "or drop this rule (that target then builds)")
         out.append(SyncTarget(src, dest, is_dir, c.line, c.chown, c.chmod))
     _cache_put(key, out)
     return out
