@@ -257,3 +257,23 @@ def test_a_run_keeps_its_bytecode_even_where_the_environment_says_not_to(tmp_pat
     assert out.stdout.strip() == "False", out.stderr
     assert cached.is_file()  # the next run reads it instead of compiling
     assert sys.dont_write_bytecode == bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))  # this process: untouched
+
+
+def test_an_edit_saved_while_the_builder_reads_the_context_is_not_recorded_under_the_old_digest(tools):
+    """The builder took the new bytes; the record and the content tag must not call them the old inputs'
+    image, or the next run is fresh on a tree the image does not hold."""
+    from fakes import DIGEST, run_up
+    from buildplane.state import StateDir
+    tools["docker"].rules.clear()
+    tools["docker"].expect("buildx", "build", write_metadata=DIGEST, write_file={"ctx/app.txt": "saved during the build\n"})
+    logs: list[str] = []
+    summary = run_up(tools["bin"], targets=("api",), build_only=True, logs=logs)
+    assert summary.exit_code == 0, summary.error
+    assert any("ctx/app.txt changed while the builder read the context" in m for m in logs), logs
+    record = StateDir(Path(".buildplane")).build_record("dev", "api")
+    assert not record.exists()  # nothing recorded: the next run builds the tree as it is now
+    tools["docker"].rules.clear()
+    tools["docker"].expect("buildx", "build", write_metadata=DIGEST)
+    again = run_up(tools["bin"], targets=("api",), build_only=True)
+    assert again.exit_code == 0 and again.result("build:api").status.value == "succeeded"
+    assert record.exists()

@@ -443,3 +443,70 @@ def test_a_rule_on_an_add_that_unpacks_an_archive_is_refused(tmp_path):
     plain = type("R", (), {"src": "notes.txt", "dest": "/srv/notes.txt"})()
     (target,) = resolve([plain], ctx, ctx / "Dockerfile", None, {})  # ADD of a plain file copies it: syncable
     assert target.line == 3
+
+
+def test_a_200_error_page_for_a_manifest_by_digest_is_a_named_registry_fault_never_kept(synced_workspace):
+    """A proxy answering 200 with an HTML page where the built image's manifest should be: the sync names the
+    registry, keeps nothing under .buildplane/state/oci, and a later run (the registry well again) syncs."""
+    import httpx as _httpx
+    tools, reg = synced_workspace
+    built_image(tools, reg)
+    assert run(tools, reg).exit_code == 0
+    Path("ctx/www/index.html").write_text("<p>v2</p>\n")
+    broken = {"on": True}
+
+    def handle(req):
+        if broken["on"] and req.method == "GET" and "/manifests/sha256:" in req.url.path:
+            return _httpx.Response(200, text="<!doctype html><title>Bad gateway</title>", headers={"content-type": "text/html"})
+        return reg.handle(req)
+    client = _httpx.Client(transport=_httpx.MockTransport(handle))
+    plan = plan_for(tools)
+    summary = Engine(plan, run_context(tools["bin"], client)).run()
+    assert summary.exit_code == 1
+    assert "answered" in summary.error and "text/html" in summary.error and "not that digest" in summary.error
+    assert not list(Path(".buildplane/state/oci").glob("*")) or all(
+        "html" not in p.read_text(errors="replace") for p in Path(".buildplane/state/oci").glob("*"))
+    broken["on"] = False
+    assert Engine(plan_for(tools), run_context(tools["bin"], client)).run().exit_code == 0
+
+
+def test_the_shipped_client_checks_a_blob_by_digest(tmp_path):
+    """tools/http.py's client (what the product runs), against a loopback server answering the wrong bytes."""
+    import http.server as _hs
+    import threading as _th
+    from buildplane.tools.registry import RegistryClient
+    from buildplane.tools.registry_parts import BadAnswer
+
+    class H(_hs.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = b"{}" if self.path == "/v2/" else b"<html>oops</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    server = _hs.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    _th.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(BadAnswer, match=f"registry {host} answered blob sha256:aaaaaaaaaaaa of team/app"):
+            RegistryClient().blob(host, "team/app", "sha256:" + "a" * 64)
+    finally:
+        server.shutdown()
+
+
+def test_a_sync_that_would_carry_too_much_takes_the_build(synced_workspace, monkeypatch):
+    tools, reg = synced_workspace
+    built_image(tools, reg)
+    assert run(tools, reg).exit_code == 0
+    Path("ctx/www/big.bin").write_bytes(b"x" * 5000)
+    monkeypatch.setenv("BUILDPLANE_SYNC_MAX_BYTES", "4096")
+    built_image(tools, reg)
+    logs: list[str] = []
+    summary = run(tools, reg, logs=logs)
+    assert summary.exit_code == 0
+    assert any("building, not syncing: 0 MB changed since the last build (over 0 MB)" in m for m in logs), logs
+    assert summary.result("build:api").facts.synced is None

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import contract
 from .bases import BaseDigests
 from .dockerignore import DockerIgnore
+from ..errors import StepFailed
 from ..state import write_json_atomic
 from ..topology.yaml_lines import expand_env
 from ..topology import Topology
@@ -57,8 +58,8 @@ class StatCache:
             return
         try:
             write_json_atomic(self.path, self.entries)  # concurrent runs never read a torn file
-        except OSError:
-            pass  # a cache: an unwritable state dir only costs the next run some hashing
+        except (OSError, StepFailed):
+            pass  # a cache: an unwritable (or full) state dir only costs the next run some hashing
         self.dirty = False
 
 
@@ -136,6 +137,14 @@ def image_inputs(
     files["<Dockerfile>"] = df_hash
     return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest(),
                        bases=dict(bases or {}))
+
+
+def moved_files(inputs: ImageInputs, context: Path, dockerfile: Path, cache: StatCache) -> list[str]:
+    """The context files (and the Dockerfile) that differ now from what `inputs` hashed: an edit saved
+    while the builder read the context. Empty when the tree is as hashed (cheap: the stat cache answers)."""
+    now = image_inputs(context, dockerfile, build_args={}, build_target=None, platform=None, cache=cache)
+    before = {k: v for k, v in inputs.files.items() if not k.startswith("<") or k == "<Dockerfile>"}
+    return changed_files(before, now.files, limit=4)
 
 
 def changed_files(before: dict[str, str], after: dict[str, str], limit: int = 3) -> list[str]:

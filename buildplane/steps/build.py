@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import BuildplaneError, Missing
 from ..guards import DIGEST
-from ..freshness import ImageInputs, changed_files, shown_paths
+from ..freshness import ImageInputs, StatCache, changed_files, shown_paths
 from ..state import read_json, write_json_atomic
 from ..tools import buildx
 from ..tools.registry import HeadInBackground
@@ -155,17 +155,21 @@ class BuildStep(StepFields, BuildxArgv):
             push.begin_layout(self, ctx)
         try:
             lines = self._build_in_slot(ctx, argv, reason, facts, head)
+            moved = self._moved(ctx)
+            # The tree moved while the builder read it: what was built is not these inputs' image, so it never
+            # goes out under their content tag (the layout way) nor into the record; the next run builds again.
+            own_tag = self.tag if moved and facts.push == "layout" else None
             if facts.push == "buildx":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
             elif facts.push == "layout":
                 try:
-                    facts.digest, facts.manifest = push.push_layout(self, ctx, sessions)
+                    facts.digest, facts.manifest = push.push_layout(self, ctx, sessions, own_tag)
                 except LayoutDamaged as exc:  # never pushed: the image is written into a new layout
                     ctx.log(f"{self.target}: {exc}; building it into a new layout")
                     layout_push.wipe(self.layout)
                     push.begin_layout(self, ctx)
                     lines = self._build_in_slot(ctx, argv, reason, facts, head)
-                    facts.digest, facts.manifest = push.push_layout(self, ctx, None)
+                    facts.digest, facts.manifest = push.push_layout(self, ctx, None, own_tag)
         except Cancelled:
             digest = head.result()  # raises the question's own error (401, registry down)
             ctx.log(f"{self.target}: build stopped: the final registry already has {self.content_ref}")
@@ -179,8 +183,23 @@ class BuildStep(StepFields, BuildxArgv):
         # The mode tag is added registry-side by the tag step, while the release runs.
         facts.cache.update(cached_steps=progress.cached_steps, total_steps=progress.total_steps)
         facts.inline_cache = inline
+        if moved:
+            shown = ", ".join(shown_paths(self.context, moved[:3]))
+            ctx.log(f"{self.target}: {shown} changed while the builder read the context: released, but not recorded "
+                    f"as the image of inputs {self.content_tag}; the next run builds the tree as it is now")
+            return StepResult("build", self.target, Status.SUCCEEDED, f"{reason}; {shown} changed during the build",
+                              time.monotonic() - started, facts)
         self._save(ctx, facts.digest, facts.cache)
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+    def _moved(self, ctx: RunContext) -> list[str]:
+        """Context files that changed since the plan hashed them (an editor saving during the build)."""
+        from ..freshness.digests import moved_files
+        cache = StatCache.open(ctx.state.statcache)
+        try:
+            return moved_files(self.inputs, self.context, self.dockerfile, cache)
+        finally:
+            cache.save()
 
     def _build_in_slot(self, ctx: RunContext, argv: list[str], reason: str, facts: BuildFacts,
                        head: HeadInBackground | None) -> list[str]:

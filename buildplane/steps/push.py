@@ -52,7 +52,7 @@ def open_sessions(step, ctx: RunContext) -> Sessions | None:
     return layout_push.Sessions(ctx.registry, ref.host, ref.repo, SESSIONS)
 
 
-def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> tuple[str, tuple[bytes, str]]:
+def push_layout(step, ctx: RunContext, sessions: Sessions | None, tag: str | None = None) -> tuple[str, tuple[bytes, str]]:
     """The layout buildx wrote, pushed under the content tag, then pruned; its digest and its manifest (bytes,
     media type), which the tag step puts under the mode tag while the release runs. A registry that keeps
     failing (each call is tried again already) gets the whole push again."""
@@ -66,7 +66,7 @@ def push_layout(step, ctx: RunContext, sessions: Sessions | None) -> tuple[str, 
     for attempt in range(1, ATTEMPTS + 1):
         try:
             digest = layout_push.push(ctx.registry, step.layout, image, ref.host, ref.repo,
-                                      [step.content_tag], sessions if attempt == 1 else None)
+                                      [tag or step.content_tag], sessions if attempt == 1 else None)
             break
         except RegistryFault as fault:
             failed(step, ctx, attempt, fault, delay)

@@ -41,6 +41,13 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 BASE_KEYS = ("inputs_digest", "files", "digest", "content_ref", "spec")
 
 
+# A sync carries every file changed since the last build, again on each later sync; a build makes them part
+# of the image, so the syncs after it are small. Measured on the lab (bench figures in the README): the first
+# sync of a large change beats the build, but the build pays back within one or two more edits once the
+# change passes ~16 MiB, so past that the build is taken. BUILDPLANE_SYNC_MAX_BYTES changes it.
+SYNC_MAX_BYTES = 16 << 20
+
+
 class NotSyncable(Exception):
     """Why this change takes the build instead (said in the run's log)."""
 
@@ -146,10 +153,13 @@ def _kept(ctx, host: str, repo: str, digest: str, fetch) -> bytes:
     """A manifest or blob by digest, from the state dir when an earlier sync read it (content-addressed)."""
     path = ctx.state.root / "oci" / digest.replace(":", "-")
     try:
-        return path.read_bytes()
+        kept = path.read_bytes()
+        if "sha256:" + hashlib.sha256(kept).hexdigest() == digest:
+            return kept
+        path.unlink(missing_ok=True)  # not what its name says (an older run kept a bad answer): read again
     except OSError:
         pass
-    data = fetch(host, repo, digest)
+    data = fetch(host, repo, digest)  # verified against the digest by the registry client
     keep_file(path, data)
     return data
 
@@ -188,7 +198,15 @@ def next_image(ctx, content_ref: str, tag: str, base_digest: str, platform: str 
         raise NotSyncable(f"the last built image {base_digest[:19]} cannot be read ({exc.message})") from None
     from ..tools.oci_layer import make_layer
 
-    layer = make_layer(layer_entries)
+    layer = make_layer(layer_entries, spool_dir=ctx.state.root / "spool")
+    try:
+        return _store(ctx, ref, tag, manifest, media, config, layer), layer
+    finally:
+        layer.discard()
+
+
+def _store(ctx, ref: Ref, tag: str, manifest: dict, media: str, config: dict, layer: Layer) -> str:
+    """Upload the layer (streamed from its spool file) and the new config, then put the new manifest."""
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config["created"] = now
@@ -198,14 +216,14 @@ def next_image(ctx, content_ref: str, tag: str, base_digest: str, platform: str 
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     # The layer and the config at once: two upload sessions in flight, one round trip's wait.
-    in_parallel([lambda: ctx.registry.push_blob(ref.host, ref.repo, layer.blob, layer.digest),
+    in_parallel([lambda: ctx.registry.push_blob(ref.host, ref.repo, layer.path, layer.digest),
                  lambda: ctx.registry.push_blob(ref.host, ref.repo, config_bytes, config_digest)])
     layer_type = OCI_LAYER if media == OCI_MANIFEST else DOCKER_LAYER
     new = {**manifest, "config": {**manifest["config"], "digest": config_digest, "size": len(config_bytes)},
            "layers": [*manifest.get("layers", []),
                       {"mediaType": layer_type, "digest": layer.digest, "size": layer.blob_size}]}
     body = json.dumps(new, separators=(",", ":")).encode()
-    return ctx.registry.put_manifest(ref.host, ref.repo, tag, body, media), layer
+    return ctx.registry.put_manifest(ref.host, ref.repo, tag, body, media)
 
 
 def attempt(step, ctx, record: dict | None, facts, started: float):
@@ -231,6 +249,11 @@ def attempt(step, ctx, record: dict | None, facts, started: float):
         layer_entries = entries(step.sync, base["files"], step.inputs.files)
         if not layer_entries:
             return None  # the built image's inputs again: the registry has it under its content tag
+        carried = sum(os.stat(e.source).st_size for e in layer_entries if e.kind == "file" and e.source)
+        limit = int(os.environ.get("BUILDPLANE_SYNC_MAX_BYTES") or SYNC_MAX_BYTES)
+        if carried > limit:
+            raise NotSyncable(f"{carried / 1e6:.0f} MB changed since the last build (over {limit / 1e6:.0f} MB): a "
+                              "build makes it part of the image, so the next syncs stay small")
         ctx.log(f"{step.target}: syncing ({step.why(base, False)}) into {step.ref}")
         digest, layer = next_image(ctx, step.content_ref, step.tag, base["digest"], step.platform, layer_entries)
     except NotSyncable as why:

@@ -2,16 +2,20 @@
 whiteouts (`.wh.NAME`, the OCI image spec's layer format), gzip-compressed. Pure: no registry, no builder.
 
 The tar is deterministic for the same entries (sorted, gzip without a timestamp), so the same edit
-gives the same layer digest.
+gives the same layer digest. It is streamed: each file is read in pieces into the tar, the tar into gzip,
+gzip into a spool file (both hashed on the way), so a layer of large assets costs a buffer's worth of
+memory, not the layer twice over; the upload reads the spool file.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
+import os
 import posixpath
 import tarfile
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 WHITEOUT = ".wh."
 
@@ -32,25 +36,46 @@ class Entry:
 
 @dataclass(frozen=True)
 class Layer:
-    blob: bytes  # the gzip stream, as uploaded
+    path: Path  # the gzip stream, as uploaded (a spool file: `discard` removes it)
     digest: str  # sha256 of the blob
     diff_id: str  # sha256 of the uncompressed tar (the image config's rootfs.diff_ids)
     files: int  # files and links added or changed
     deleted: int  # whiteouts
     size: int  # bytes of file content
+    blob_size: int  # bytes of the gzip stream
 
     @property
-    def blob_size(self) -> int:
-        return len(self.blob)
+    def blob(self) -> bytes:
+        """The whole blob in memory (small layers, tests); the upload streams `path`."""
+        return self.path.read_bytes()
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
-def _member(entry: Entry) -> tuple[tarfile.TarInfo, bytes | None]:
+class _Hashing:
+    """A write-only file that hashes what passes through on its way to `out`."""
+
+    def __init__(self, out) -> None:
+        self.out, self.hash, self.size = out, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _member(entry: Entry) -> tuple[tarfile.TarInfo, str | None]:
+    """The tar header of an entry, and the file its content is read from (streamed by addfile)."""
     name = entry.path.lstrip("/")
     if entry.kind == "whiteout":
         parent, base = posixpath.split(name)
         info = tarfile.TarInfo(posixpath.join(parent, WHITEOUT + base))
         info.mode, info.mtime = 0o644, entry.mtime
-        return info, b""
+        return info, None
     info = tarfile.TarInfo(name)
     info.mode, info.mtime, info.uid, info.gid = entry.mode & 0o7777, entry.mtime, entry.uid, entry.gid
     if entry.kind == "dir":
@@ -59,10 +84,8 @@ def _member(entry: Entry) -> tuple[tarfile.TarInfo, bytes | None]:
     if entry.kind == "link":
         info.type, info.linkname = tarfile.SYMTYPE, entry.link or ""
         return info, None
-    with open(entry.source, "rb") as fh:
-        data = fh.read()
-    info.size = len(data)
-    return info, data
+    info.size = os.stat(entry.source).st_size
+    return info, entry.source
 
 
 def _order(e: Entry) -> tuple:
@@ -75,20 +98,32 @@ def _order(e: Entry) -> tuple:
     return (2, 0, e.path)
 
 
-def make_layer(entries: list[Entry], level: int = 6) -> Layer:
-    """The layer of `entries`, parents before children."""
-    raw = io.BytesIO()
+def make_layer(entries: list[Entry], level: int = 6, spool_dir: Path | None = None) -> Layer:
+    """The layer of `entries`, parents before children, spooled to a file in `spool_dir` (the temp dir)."""
+    if spool_dir is not None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=spool_dir, prefix="bp-layer-", suffix=".tar.gz")
     files = deleted = size = 0
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(entries, key=_order):
-            info, data = _member(entry)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-            if entry.kind == "whiteout":
-                deleted += 1
-            elif entry.kind != "dir":
-                files += 1
-                size += info.size
-    tar_bytes = raw.getvalue()
-    blob = gzip.compress(tar_bytes, compresslevel=level, mtime=0)
-    return Layer(blob, "sha256:" + hashlib.sha256(blob).hexdigest(), "sha256:" + hashlib.sha256(tar_bytes).hexdigest(),
-                 files, deleted, size)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            blob = _Hashing(out)
+            with gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=level, mtime=0, filename="") as gz:
+                tar_stream = _Hashing(gz)
+                with tarfile.open(fileobj=tar_stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    for entry in sorted(entries, key=_order):
+                        info, source = _member(entry)
+                        if source is None:
+                            tar.addfile(info)
+                        else:
+                            with open(source, "rb") as fh:
+                                tar.addfile(info, fh)
+                        if entry.kind == "whiteout":
+                            deleted += 1
+                        elif entry.kind != "dir":
+                            files += 1
+                            size += info.size
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Layer(Path(name), "sha256:" + blob.hash.hexdigest(), "sha256:" + tar_stream.hash.hexdigest(), files,
+                 deleted, size, blob.size)

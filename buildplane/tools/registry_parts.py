@@ -26,6 +26,22 @@ class BlobUnknown(StepFailed):
     """The registry refused a manifest because it lacks a blob the manifest names (MANIFEST_BLOB_UNKNOWN)."""
 
 
+class BadAnswer(StepFailed):
+    """The registry (or a proxy before it) answered a read by digest with bytes of another digest."""
+
+
+def verify(host: str, what: str, digest: str, data: bytes, kind: str = "") -> None:
+    """A manifest or blob asked for by digest is those bytes, or a BadAnswer naming the registry: an HTML
+    error page with status 200 is not kept, parsed or built on."""
+    algorithm, _, want = digest.partition(":")
+    if algorithm != "sha256":
+        return
+    if hashlib.sha256(data).hexdigest() != want:
+        shown = f", {kind.split(';')[0].strip()}" if kind else ""
+        raise BadAnswer(f"registry {host} answered {what} with {len(data)} bytes{shown} that are not that digest "
+                        "(an error page from the registry or a proxy before it?); check the registry, then run again")
+
+
 def in_parallel(calls: list[Callable[[], object]]) -> None:
     """Run the calls at once (one in this thread), wait for all; the first error is raised here. Uploads
     in flight together cost one round trip's wait, not one each."""
@@ -65,7 +81,10 @@ class ImageParts:
                             headers={"Accept": MANIFEST_TYPES})
         if got.status_code != 200:
             raise Missing(f"registry {host}: cannot read {repo}@{reference} (HTTP {got.status_code})")
-        return got.content, got.headers.get("content-type", "").split(";")[0].strip()
+        kind = got.headers.get("content-type", "").split(";")[0].strip()
+        if reference.startswith("sha256:"):
+            verify(host, f"{repo}@{reference}", reference, got.content, kind)
+        return got.content, kind
 
     def blob(self, host: str, repo: str, digest: str) -> bytes:
         """A blob's bytes; a redirect to the registry's storage is followed without our credentials."""
@@ -74,6 +93,7 @@ class ImageParts:
             got = self.client.get(got.headers["location"])
         if got.status_code != 200:
             raise Missing(f"registry {host}: cannot read blob {digest[:19]} of {repo} (HTTP {got.status_code})")
+        verify(host, f"blob {digest[:19]} of {repo}", digest, got.content, got.headers.get("content-type", ""))
         return got.content
 
     def has_blob(self, host: str, repo: str, digest: str) -> bool:
