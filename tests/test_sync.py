@@ -510,3 +510,27 @@ def test_a_sync_that_would_carry_too_much_takes_the_build(synced_workspace, monk
     assert summary.exit_code == 0
     assert any("building, not syncing: 0 MB changed since the last build (over 0 MB)" in m for m in logs), logs
     assert summary.result("build:api").facts.synced is None
+
+
+def test_a_synced_image_is_never_reported_in_a_repository_that_lacks_it(synced_workspace):
+    """Found by the model test: after a sync, the final registry path moved; the "same inputs, mode tag moved"
+    shortcut tagged the old repository and reported the new one, which never had the image."""
+    tools, reg = synced_workspace
+    built_image(tools, reg)
+    assert run(tools, reg).exit_code == 0
+    Path("ctx/www/index.html").write_text("<p>v2</p>\n")
+    synced = run(tools, reg)
+    assert synced.result("build:api").facts.synced is not None
+    topo = Path("topology.yaml")
+    topo.write_text(topo.read_text().replace("final: registry.example/team", "final: registry.example/moved"))
+    build = plan_for(tools).steps[0]  # the build the new repository needs: the fake builder pushes there
+    marker = tools["bin"] / f"built-moved-{build.content_tag}"
+    digest = reg.push_on_build("moved/demo-api", build.content_tag, marker, {
+        "app.txt": Path("ctx/app.txt").read_bytes(), "srv/www/index.html": Path("ctx/www/index.html").read_bytes()})
+    tools["docker"].rules.clear()
+    tools["docker"].expect("buildx", "build", write_metadata=digest, touch=str(marker))
+    moved = run(tools, reg)
+    assert moved.exit_code == 0, moved.error
+    facts = moved.result("build:api").facts
+    assert facts.image.startswith("registry.example/moved/demo-api:")
+    assert f"moved/demo-api:{facts.image.rsplit(':', 1)[1]}" in reg.tags

@@ -235,7 +235,8 @@ def attempt(step, ctx, record: dict | None, facts, started: float):
     if base["inputs_digest"] == step.inputs.digest and base["content_ref"] == step.content_ref:
         # Back to the very files of the last build: its image is in the registry (this machine pushed it).
         return step.fresh_elsewhere(ctx, record, facts, base["digest"], started)
-    if record.get("synced") and step.same_inputs(record) and record.get("ref") != step.ref:
+    same_repo = bool(record.get("ref")) and str(record["ref"]).rsplit(":", 1)[0] == step.repo
+    if record.get("synced") and step.same_inputs(record) and record.get("ref") != step.ref and same_repo:
         # The synced image of these very inputs, under a mode tag that moved (a commit): tag it, no upload.
         facts.digest = ctx.registry.copy_tag(record["ref"], step.tag) or record["digest"]
         write_json_atomic(ctx.state.build_record(step.mode, step.target), {**record, "ref": step.ref})
