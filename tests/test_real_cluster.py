@@ -191,3 +191,130 @@ def test_restart_refuses_what_up_refuses_on_the_real_cluster(app):
         [f"{app['lab']['bin']}/helm", "history", "fractalops-runtime", "-n", app["namespace"], "-o", "json",
          "--kube-context", app["lab"]["kube_context"]], capture_output=True, text=True, env=app["env"], check=True).stdout)
     assert len(history) == 1  # no new revision
+
+
+def helm_child(pid: int) -> int:
+    """The `helm` process the run started (found by its parent, never by name)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and argv[0].endswith(b"helm") and b"upgrade" in argv:
+                return int(entry.name)
+    raise AssertionError("no helm upgrade under the run")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "helm-killed"])
+def test_an_interrupted_wait_names_the_release_state_and_the_recovery(app, how):
+    """`helm upgrade --wait` on pods that never become Ready. Ctrl-C: Helm gets the grace period and (helm 4,
+    --rollback-on-failure) rolls back by itself within it; the line says so (a second Ctrl-C does the same
+    here: its rollback is done before the KILL). Helm itself killed mid-wait (OOM, a machine going down):
+    the release stays pending-upgrade, and the `helm rollback …` line the run prints works."""
+    root, lab = app["root"], app["lab"]
+    first, summary = up(app, "runtime")
+    assert first.returncode == 0, first.stderr
+    (root / "charts/fractalops-runtime/values-dev.yaml").write_text(
+        "worker:\n  enabled: false\napi:\n  resources:\n    requests: {cpu: '64', memory: 64Mi}\n")
+    env = {**app["env"], "BUILDPLANE_HELM_GRACE_S": "20"}
+    proc = subprocess.Popen([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "up", "--mode", "dev",
+                             "runtime"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    helm = [f"{lab['bin']}/helm", "-n", app["namespace"], "--kube-context", lab["kube_context"]]
+
+    def status() -> str:
+        out = subprocess.run([*helm, "status", "fractalops-runtime", "-o", "json"], capture_output=True, text=True,
+                             env=app["env"])
+        return json.loads(out.stdout)["info"]["status"] if out.returncode == 0 else "?"
+    deadline = time.monotonic() + 60
+    while status() != "pending-upgrade":  # until Helm has started the upgrade and waits
+        assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never started"
+        time.sleep(0.2)
+    time.sleep(1)
+    if how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.kill(helm_child(proc.pid), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if how == "ctrl-c" else 1), err
+    if how == "ctrl-c":
+        assert "Helm rolled it back: revision 3, a copy of revision 1, is deployed" in err, err
+    else:
+        line = next((ln for ln in err.splitlines() if "helm rollback fractalops-runtime" in ln), None)
+        assert line is not None and "pending-upgrade" in line, err
+        start = line.index("`helm rollback") + 1
+        argv = line[start:line.index("`", start)].split()
+        argv[0] = f"{lab['bin']}/helm"
+        done = subprocess.run(argv, capture_output=True, text=True, env=app["env"], timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert status() == "deployed"
+    assert deployment_image(app, "fractalops-api").endswith("@" + summary["targets"]["runtime"]["digest"])
+
+
+def _shape(obj, prefix: str = "") -> set[str]:
+    """Every key path of a JSON document (a list's first item stands for all)."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out |= {f"{prefix}.{k}"} | _shape(v, f"{prefix}.{k}")
+    elif isinstance(obj, list) and obj:
+        out |= _shape(obj[0], prefix + "[]")
+    return out
+
+
+def test_the_kube_standin_answers_in_the_real_api_servers_shape(app, tmp_path):
+    """The unit tests' Kubernetes stand-in (tests/kube_standin.py), held to the real server: the requests
+    `status --pods` and `logs` make of it are sent to the lab's API server too, and every key path the
+    stand-in answers with is in the real answer (which may hold more)."""
+    import httpx as _httpx
+    from kube_standin import KubeStandIn, autoscaler, deployment, pod
+    res, summary = up(app, "runtime")
+    assert res.returncode == 0, res.stderr
+    ns, release, lab = app["namespace"], "fractalops-runtime", app["lab"]
+    digest = summary["targets"]["runtime"]["digest"]
+    repo = summary["targets"]["runtime"]["image"].rsplit(":", 1)[0]
+    real_pod = json.loads(kubectl(lab, "-n", ns, "get", "pods", "-o", "json").stdout)["items"][0]["metadata"]["name"]
+    # A new autoscaler has no status.currentReplicas until its controller has looked (the API omits unset
+    # fields; diagnostics reads a missing one as 0): compare once it has one.
+    deadline = time.monotonic() + 60
+    while "currentReplicas" not in json.loads(kubectl(lab, "-n", ns, "get", "hpa", "-o", "json").stdout)["items"][0].get(
+            "status", {}):
+        assert time.monotonic() < deadline, "the autoscaler's controller never wrote its status"
+        time.sleep(0.5)
+    with KubeStandIn() as standin:
+        standin.add("pods", pod(f"{release}-1", release, ns, image=f"{repo}@{digest}", digest=digest,
+                                container="fractalops-api"))
+        standin.add("deployments", deployment(release, ns, replicas=2, ready=2))
+        standin.add("autoscalers", autoscaler(release, ns, low=2, high=6, current=2))
+        standin.log(f"{release}-1", "fractalops-api", "a line")
+        config = standin.kubeconfig(tmp_path / "standin-kubeconfig", context=lab["kube_context"])
+        env = {**app["env"], "KUBECONFIG": str(config)}
+        for args in (("status", "--pods", "runtime"), ("logs", "runtime", "--tail", "5")):
+            assert bp(app, *args, env=env).returncode == 0
+        # `status --pods` also runs the real `helm status`, which reads the same kubeconfig: only the reader's
+        # requests (the contract's paths) are buildplane's.
+        from kube_standin import ROUTES
+        asked = [(m, p, q) for m, p, q in standin.requests if any(r.match(p) for r, _ in ROUTES)]
+        answers = {}
+        for method, path, query in asked:
+            got = _httpx.get(standin.url + path, params=query, headers={"Authorization": "Bearer standin-token"})
+            answers[(path, tuple(sorted(query.items())))] = got
+    assert {m for m, _, _ in asked} == {"GET"}
+    assert {p.rsplit("/", 1)[-1] for _, p, _ in asked} == {"pods", "deployments", "horizontalpodautoscalers", "log"}
+    pki = Path(lab["kubeconfig"]).parent / "pki"
+    import ssl as _ssl
+    tls = _ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    tls.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    real = _httpx.Client(base_url=lab["api_server"], verify=tls, timeout=15)
+    compared = 0
+    for (path, query), mine in answers.items():
+        theirs = real.get(path.replace(f"{release}-1", real_pod), params=dict(query))
+        assert theirs.status_code == mine.status_code == 200, (path, theirs.status_code, theirs.text[:300])
+        if path.endswith("/log"):
+            assert theirs.headers["content-type"].startswith("text/plain") and mine.headers["content-type"].startswith("text/plain")
+            continue
+        missing = _shape(mine.json()) - _shape(theirs.json())
+        assert not missing, (path, sorted(missing))
+        compared += 1
+    assert compared >= 3  # pods, deployments, autoscalers

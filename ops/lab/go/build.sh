@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ops/lab/paths.sh
 . "$here/../paths.sh"
 
-name=${1:?usage: build.sh kube|kwok|otelcol}
+name=${1:?usage: build.sh kube|kwok|otelcol|argocd}
 mod="$here/$name"
 [ -f "$mod/go.mod" ] || { echo "build.sh: no helper module $mod" >&2; exit 2; }
 # A module that asks for a newer Go than the machine has names the toolchain the proxy serves.
@@ -37,7 +37,12 @@ case $name in
     pkgs=(go.opentelemetry.io/collector/cmd/builder)
     why="the lab's OpenTelemetry Collector (OTLP receiver, batch, file and ClickHouse exporters)"
     ;;
-  *) echo "build.sh: unknown component $name (kube, kwok or otelcol)" >&2; exit 2 ;;
+  argocd)
+    what=github.com/argoproj/argo-cd/v3
+    pkgs=(github.com/argoproj/argo-cd/v3/cmd)
+    why="Argo CD (server, repo-server, application-controller) for deploy mode against the real thing"
+    ;;
+  *) echo "build.sh: unknown component $name (kube, kwok, otelcol or argocd)" >&2; exit 2 ;;
 esac
 version=$(awk -v m="$what" '$1==m {print $2; exit} $1=="require" && $2==m {print $3; exit}' "$mod/go.mod")
 [ -n "$version" ] || { echo "build.sh: $mod/go.mod does not require $what" >&2; exit 2; }
