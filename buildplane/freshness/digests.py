@@ -133,7 +133,12 @@ def image_inputs(
     h.update(spec)
     for rel in sorted(files):
         # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
-        h.update(os.fsencode(rel) + b"\0" + os.fsencode(files[rel]) + b"\n")
+        # encode() first: fsencode is the slow path, taken only by the names that need it.
+        line = f"{rel}\0{files[rel]}\n"
+        try:
+            h.update(line.encode())
+        except UnicodeEncodeError:
+            h.update(os.fsencode(line))
     files["<Dockerfile>"] = df_hash
     return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest(),
                        bases=dict(bases or {}))

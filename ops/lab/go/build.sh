@@ -66,6 +66,10 @@ if [ "$name" = kube ]; then
   done
 fi
 
+if [ "$name" = argocd ]; then
+  ldflags+=" -X github.com/argoproj/argo-cd/v3/common.version=${version#v} -X github.com/argoproj/argo-cd/v3/common.gitTreeState=clean"
+fi
+
 started=$(date +%s)
 printf 'lab: building %s %s from the Go module proxy: %s.\n' "$name" "$version" "$why" >&2
 printf 'lab: a one-time build for this version (minutes on 2 cores); later runs reuse %s\n' "$out" >&2
@@ -91,6 +95,7 @@ cd "$mod"
 go mod download >&2
 for pkg in "${pkgs[@]}"; do
   bin=$(basename "$pkg")
+  [ "$name" = argocd ] && bin=argocd  # one binary that acts by its name (ARGOCD_BINARY_NAME)
   # -v names each package as it is compiled: a count every 100 shows the build is moving.
   go build -v -trimpath -ldflags "$ldflags" -o "$tmp/$bin" "$pkg" 2>&1 | progress "$bin"
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "lab: go build $pkg failed" >&2; exit 1; }
