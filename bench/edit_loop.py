@@ -246,6 +246,9 @@ def main() -> None:
                 results["back_to_back"][network] = measured["back_to_back"]
     out = ROOT / "bench" / "results.json"
     data = json.loads(out.read_text()) if out.is_file() else {}
+    kept = data.get("edit_loop", {})
+    for key in ("networks", "back_to_back"):  # a run of some networks keeps the others' last figures
+        results[key] = {**kept.get(key, {}), **results[key]}
     data["edit_loop"] = results
     out.write_text(json.dumps(data, indent=2) + "\n")
     print("Settled (a pause between saves):")
