@@ -150,8 +150,25 @@ SAME_RELEASE = ("  one:\n    context: ctx\n    dockerfile: ctx/Dockerfile\n    i
                 "  two:\n    context: ctx\n    dockerfile: ctx/Dockerfile\n    image: team-b/svc\n    chart: chart\n")
 PLAN = ["plan", "--mode", "dev"]
 
+def _tar(name: str, data: bytes) -> bytes:
+    import io
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+SYNC_ON_ADD = edit("    smoke: [{url", "    sync: [{src: vendor.tar, dest: /srv/vendor.tar}]\n    smoke: [{url")
+
 # Grown for #15 (hostile input). (case id, topology text or None, {extra file: text}, CLI args, env, exit code, needles)
 MORE_CASES = [
+    ("sync-rule-on-add-of-an-archive", SYNC_ON_ADD,
+     {"ctx/Dockerfile": "FROM scratch\nCOPY app.txt /app.txt\nADD vendor.tar /srv/\n",
+      "ctx/vendor.tar": _tar("inside.txt", b"unpacked by ADD\n")}, PLAN, {}, 2,
+     [f"{T}:18:", "targets.api.sync[0].src", "unpacks the archive", "Use COPY"]),
     ("yaml-impossible-date", edit("name: demo", "name: 2024-02-30"), {}, ["env"], {}, 2, [f"{T}:2:", "read as a date", "quote it"]),
     ("yaml-date", edit("name: demo", "name: 2024-02-03"), {}, ["env"], {}, 2, [f"{T}:2:", "read as a date"]),
     ("yaml-timestamp", edit("name: demo", "name: 2024-02-03T10:00:00"), {}, ["env"], {}, 2, [f"{T}:2:", "read as a date"]),
