@@ -192,7 +192,14 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         inputs=inputs, lock=name, pull=opts.pull,
         export=cache_on.export_when, provenance=mode_provenance(topo, opts.mode),
         sync=sync_spec(topo, opts, name, context, base), rebuild=opts.rebuild, builder=builder,
+        insecure=plain_http_off_loopback(topo),
     )
+
+
+def plain_http_off_loopback(topo: Topology) -> tuple[str, ...]:
+    """The topology's plain-HTTP registries that BuildKit would not take as plain HTTP by itself."""
+    from .tools.registry import plain_http_host
+    return tuple(h for h in topo.registries.plain_http if not plain_http_host(h, ()))
 
 
 def sync_spec(topo: Topology, opts: Options, name: str, context: Path, base: Path):

@@ -82,7 +82,8 @@ def test_dev_exports_after_the_build_in_the_background_and_says_how_it_ended(bac
     done = wait_for(lambda: (r := cache_export.current(STATE, "dev", "api"))["status"] != "running" and r)
     assert done["status"] == "succeeded" and done["duration_s"] >= 0.5
     argv = export_calls(docker)[0]
-    assert argv[argv.index("--cache-to") + 1] == "type=registry,ref=cache.example:8082/team/buildcache/dev/api,mode=max"
+    assert argv[argv.index("--cache-to") + 1] == ("type=registry,ref=cache.example:8082/team/buildcache/dev/api,mode=max,"
+                                                  "registry.insecure=true")  # plain_http, off loopback
     assert "--push" not in argv and "--tag" not in argv and "--cache-from" not in argv
     [event] = wait_for(lambda: events("cache.export"))
     attrs = event["attributes"]

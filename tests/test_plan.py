@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +36,9 @@ def test_dev_plan_buildx_uses_the_mode_cache_ref(at_root, run_cli):
     argv = build["argv"]
     ref = "nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime"
     assert argv[:3] == ["docker", "buildx", "build"] and "--push" in argv
-    assert argv[argv.index("--cache-from") + 1] == f"type=registry,ref={ref}"
-    assert argv[argv.index("--cache-to") + 1] == f"type=registry,ref={ref},mode=max"
+    # nexus.nexus.svc:8082 is in registries.plain_http and not on loopback: BuildKit is told so
+    assert argv[argv.index("--cache-from") + 1] == f"type=registry,ref={ref},registry.insecure=true"
+    assert argv[argv.index("--cache-to") + 1] == f"type=registry,ref={ref},mode=max,registry.insecure=true"
     assert argv[argv.index("--target") + 1] == "runtime"
     assert "BASE_REGISTRY=nexus.nexus.svc:8083" in argv
     tags = [argv[i + 1] for i, a in enumerate(argv) if a == "--tag"]
@@ -53,7 +55,7 @@ def test_lxc_pve_lab_dev_cache_is_off_with_one_switch_to_turn_it_on(at_root, run
     assert "--remote-cache" in note and "BUILDPLANE_REMOTE_CACHE=true" in note and "--remote_cache" in note
     monkeypatch.setenv("BUILDPLANE_REMOTE_CACHE", "true")
     argv = plan_json(run_cli, "--mode", "dev", "runtime", "--build-only")["steps"][0]["argv"]
-    assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime" in argv
+    assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/dev/runtime,registry.insecure=true" in argv
     text = run_cli("--topology", LAB, "plan", "--mode", "dev", "runtime", "--build-only").out
     assert "note: registry build cache for dev: import + export (from $BUILDPLANE_REMOTE_CACHE)" in text
     monkeypatch.setenv("BUILDPLANE_REMOTE_CACHE", "sometimes")
@@ -80,7 +82,7 @@ def test_staging_plan_uses_staging_cache_scope_and_no_release(at_root, run_cli):
     plan = plan_json(run_cli, "--mode", "staging")
     assert [s["kind"] for s in plan["steps"]] == ["build", "tag", "build", "tag"] and plan["targets"] == ["runtime", "portal"]
     argv = plan["steps"][2]["argv"]
-    assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/staging/portal" in argv
+    assert "type=registry,ref=nexus.nexus.svc:8082/fractalops/buildcache/staging/portal,registry.insecure=true" in argv
     assert any("name a target (or pass --apply)" in n for n in plan["notes"])
     assert plan["steps"][2]["image"].split(":")[-1].startswith("staging-")
 
@@ -236,3 +238,15 @@ def test_staging_never_takes_devs_image_the_attestation_is_an_input(at_root, run
     assert dev["inputs_digest"] != stg["inputs_digest"]
     tag = lambda s: s["argv"][s["argv"].index("--tag") + 1].rsplit(":", 1)[1]  # noqa: E731
     assert tag(dev) != tag(stg) and tag(dev).startswith("bp-")
+
+
+def test_a_plain_http_final_registry_off_loopback_gets_its_push_said_to_buildkit(at_root, run_cli, tmp_path):
+    """registries.plain_http reaches buildx: a push to a plain-HTTP registry (not loopback) is
+    `--output type=registry,registry.insecure=true` instead of `--push`, which BuildKit would try over TLS."""
+    text = Path(LAB).read_text().replace("final: ghcr.io/yamonco", "final: nexus.nexus.svc:8083/fractalops")
+    topo = tmp_path / "plain.yaml"
+    topo.write_text(text)
+    res = run_cli("--topology", str(topo), "plan", "--mode", "staging", "runtime", "--build-only", "--json")
+    assert res.code == 0, res.err
+    argv = next(s for s in json.loads(res.out)["steps"] if s["kind"] == "build")["argv"]
+    assert "--push" not in argv and argv[argv.index("--output") + 1] == "type=registry,registry.insecure=true"

@@ -93,6 +93,7 @@ class BuildStep(StepFields, BuildxArgv):
     sync: SyncSpec | None = None  # dev: edits inside these rules reach the image without a build
     rebuild: bool = False  # --rebuild: a synced image is built for real, even when its inputs are unchanged
     builder: BuilderChoice = BuilderChoice()  # where it builds: every buildx call and push goes there
+    insecure: tuple[str, ...] = ()  # plain-HTTP registries off loopback (topology plain_http): said to BuildKit
 
     @property
     def ref(self) -> str:

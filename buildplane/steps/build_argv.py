@@ -11,17 +11,27 @@ from ..guards import DIGEST
 from ..topology.yaml_lines import expand_env, has_env
 
 
+def _host(ref: str) -> str:
+    return ref.split("/", 1)[0]
+
+
 class BuildxArgv:
+    def _insecure(self, ref: str) -> str:
+        """`,registry.insecure=true` for a registry the topology lists in plain_http, off loopback: BuildKit
+        allows plain HTTP on loopback by itself and nowhere else, so a plain-HTTP Nexus needs it said."""
+        return ",registry.insecure=true" if _host(ref) in self.insecure else ""
+
     def cache_from_arg(self, inline_from: str | None = None) -> str | None:
         """Registry cache import; with inline cache, the image it travels in (the last one pushed)."""
         if not self.cache_from:
             return None
-        return f"type=registry,ref={inline_from or self.cache_from}"
+        ref = inline_from or self.cache_from
+        return f"type=registry,ref={ref}{self._insecure(ref)}"
 
     def cache_to_arg(self, inline: bool = False) -> str | None:
         if not self.cache_to:
             return None
-        return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max"
+        return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max{self._insecure(self.cache_to)}"
 
     def push_way(self, info) -> str:
         """How this image leaves the builder (`BuilderInfo.push`), but never as a layout when that would
@@ -71,6 +81,8 @@ class BuildxArgv:
             argv.append("--pull")
         if push == "layout":
             argv += ["--output", f"type=oci,dest={self.layout},tar=false"]
+        elif push == "buildx" and self._insecure(self.repo):  # --push, said with the registry's plain HTTP
+            argv += ["--output", f"type=registry{self._insecure(self.repo)}"]
         else:
             argv.append("--push" if push == "buildx" else "--load")  # docker-push: into the image store first
         argv += ["--metadata-file", str(self.metadata_file), "--file", str(self.dockerfile)]
