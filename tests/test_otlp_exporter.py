@@ -215,3 +215,15 @@ def test_tls_with_the_ca_file_the_certificate_variable_names(receiver, tmp_path)
 def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after("2") == 2.0 and retry_after(None) is None and retry_after("soon") is None
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+
+
+def test_a_refused_connection_fails_at_once_without_retries():
+    """No Collector listening: the send fails without a backoff, so the run's exit never waits on it."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        sleeps: list[float] = []
+        with pytest.raises(SinkError, match="ConnectionRefusedError"):
+            sink({}, f"http://127.0.0.1:{port}/v1/logs", sleeps).send([event()])
+    assert sleeps == []

@@ -5,10 +5,11 @@ ENDPOINT, HEADERS, TIMEOUT (milliseconds), COMPRESSION (gzip|none), CERTIFICATE 
 CLIENT_CERTIFICATE / CLIENT_KEY, PROTOCOL (http/protobuf, http/json; grpc is refused in one line), and
 OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME for the resource.
 
-Sending follows the spec's retry rules inside the never-block budget: 429, 502, 503 and 504 (and a
-broken connection) are tried again with exponential backoff, honouring `Retry-After` only while the
-whole send stays within RETRY_BUDGET_S (below the reporter's exit flush); a kept-alive connection the
-Collector closed meanwhile is reopened at once. One POST per batch through the standard library's
+Sending follows the spec's retry rules inside the never-block budget: 429, 502, 503 and 504 are tried
+again with exponential backoff, honouring `Retry-After` only while the whole send stays within
+RETRY_BUDGET_S (below the reporter's exit flush); a kept-alive connection the Collector closed meanwhile
+is reopened at once. A refused or broken connection fails the send at once: no Collector is there, and
+retrying would only hold the run's exit. One POST per batch through the standard library's
 http.client: httpx would cost the no-op `up` its import, for telemetry alone. The request is built with
 the OTLP proto classes, not the SDK (whose log and resource machinery is a much larger import).
 """
@@ -215,12 +216,14 @@ class OtlpSink:
         while True:
             try:
                 status, after = self._post(path, body)
-                why = f"HTTP {status}"
             except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, a broken answer
-                status, after, why = 0, None, type(exc).__name__
+                # No Collector there (or none answering): fail at once, so the run's exit does not wait on
+                # retries; only a Collector that answers "later" (429, 502-504) is asked again.
+                raise SinkError(f"export to {self.where} failed: {type(exc).__name__}") from None
+            why = f"HTTP {status}"
             if 200 <= status < 300:
                 return
-            if status and status not in RETRYABLE:
+            if status not in RETRYABLE:
                 raise SinkError(f"export to {self.where} failed: {why}")
             wait = retry_after(after)
             wait = backoff if wait is None else wait
