@@ -6,8 +6,6 @@ cluster too, read-only (tools/kube.py): the release, its pods, and whether they 
 """
 from __future__ import annotations
 
-import builtins
-
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +16,7 @@ from ..freshness import StatCache, changed_files, release_files, shown_paths, ta
 from ..state import StateDir, read_json
 from ..tools import cache_export
 from ..topology import Topology
-from ._output import print_json
+from ._output import print_json, printable
 
 
 @dataclass(frozen=True)
@@ -133,21 +131,25 @@ def pod_reports(topo: Topology, mode: str, names: list[str], state: StateDir, re
 
 
 def print_pods(reports: list) -> None:
-    from ._output import printable
-    print = lambda line: builtins.print(printable(line))  # noqa: E731 - names, phases, messages come from the cluster
     for r in reports:
-        head = f"{r.target}: release {r.release} {r.release_status}" + (f" at revision {r.revision}" if r.revision else "")
-        verdict = ("runs the image buildplane released" if r.runs_released else
-                   "does NOT run the image buildplane released" if r.runs_released is False else "")
-        print(f"{head}{'; ' + verdict if verdict else ''}")
-        for w in r.workloads:
-            print(f"  {w.line()}")
-        for p in r.pods:
-            runs = ", ".join(d[:19] + "…" for d in p.digests) or "no image yet"
-            print(f"  pod {p.name}: {p.phase}, ready {p.ready}, restarts {p.restarts}, runs {runs}"
-                  + (f" — {p.problem}" if p.problem else ""))
-        if r.fix:
-            print(f"  fix: {r.fix}")
+        for line in pods_lines(r):
+            print(printable(line))  # names, phases and messages come from the cluster: shown, never obeyed
+
+
+def pods_lines(r) -> list[str]:
+    """The lines `status --pods` prints for one target's report."""
+    head = f"{r.target}: release {r.release} {r.release_status}" + (f" at revision {r.revision}" if r.revision else "")
+    verdict = ("runs the image buildplane released" if r.runs_released else
+               "does NOT run the image buildplane released" if r.runs_released is False else "")
+    out = [f"{head}{'; ' + verdict if verdict else ''}"]
+    out += [f"  {w.line()}" for w in r.workloads]
+    for p in r.pods:
+        runs = ", ".join(d[:19] + "…" for d in p.digests) or "no image yet"
+        out.append(f"  pod {p.name}: {p.phase}, ready {p.ready}, restarts {p.restarts}, runs {runs}"
+                   + (f" — {p.problem}" if p.problem else ""))
+    if r.fix:
+        out.append(f"  fix: {r.fix}")
+    return out
 
 
 def run(args, topology) -> int:
