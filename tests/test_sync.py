@@ -534,3 +534,37 @@ def test_a_synced_image_is_never_reported_in_a_repository_that_lacks_it(synced_w
     facts = moved.result("build:api").facts
     assert facts.image.startswith("registry.example/moved/demo-api:")
     assert f"moved/demo-api:{facts.image.rsplit(':', 1)[1]}" in reg.tags
+
+
+def test_a_copy_of_thousands_of_files_without_a_sync_rule_is_said_once_with_the_rule(tools, workspace):
+    """A one-file edit in a COPY of a large tree makes BuildKit copy and push that whole layer again: the build
+    says so once (not on every build) with the rule to add, `explain` names it, and the rule it prints is one
+    the topology accepts."""
+    from fakes import DIGEST, run_up
+    from buildplane.topology.sync_hint import MANY_FILES
+    for d in range(31):
+        (workspace / f"ctx/www/d{d}").mkdir(parents=True)
+        for f in range(100):
+            (workspace / f"ctx/www/d{d}/f{f}.txt").write_text(f"{d}.{f}\n")
+    (workspace / "ctx/Dockerfile").write_text("FROM scratch\nCOPY app.txt /app.txt\nCOPY www/ /srv/www/\n")
+    assert sum(1 for _ in (workspace / "ctx/www").rglob("*.txt")) > MANY_FILES
+    tools["docker"].rules.clear()
+    tools["docker"].expect("buildx", "build", write_metadata=DIGEST)
+    logs: list[str] = []
+    assert run_up(tools["bin"], targets=("api",), build_only=True, logs=logs).exit_code == 0
+    said = [m for m in logs if "copies 3100 files" in m]
+    assert said == ["api: `COPY www/ /srv/www/` (Dockerfile line 3) copies 3100 files, so a one-file edit there "
+                    "rebuilds and pushes that whole layer; a sync rule takes such edits without a build — add to "
+                    "targets.api: sync: [{src: www/, dest: /srv/www/}]"]
+    Path("ctx/www/d0/f0.txt").write_text("edited\n")
+    again: list[str] = []
+    assert run_up(tools["bin"], targets=("api",), build_only=True, logs=again).exit_code == 0
+    assert not [m for m in again if "copies 3100 files" in m]  # once, not on every build
+    proc = subprocess.run([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "explain", "ctx/www/d0/f0.txt"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "sync: [{src: www/, dest: /srv/www/}]" in proc.stdout, proc.stdout + proc.stderr
+    text = Path("topology.yaml").read_text().replace("    smoke: [{url", "    sync: [{src: www/, dest: /srv/www/}]\n    smoke: [{url", 1)
+    Path("topology.yaml").write_text(text)
+    plan = subprocess.run([sys.executable, "-m", "buildplane", "--topology", "topology.yaml", "plan", "--mode", "dev"],
+                          capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr  # the printed rule is accepted as it is

@@ -86,6 +86,8 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
                 kind, why = "release only", "one of its values files"
             if kind == "rebuild + release" and not t.chart:
                 kind, why = "rebuild + release", why + "; built and pushed, it has no chart to release"
+            if kind == "rebuild + release" and rel is not None and not t.sync:
+                why += _sync_hint(topo, name, context, dockerfile, base, rel)
             if kind != "nothing":
                 ex.targets[name] = why
                 if RANK[kind] > RANK[ex.outcome]:
@@ -94,6 +96,23 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
             ex.notes = []
         out.append(ex)
     return out
+
+
+def _sync_hint(topo: Topology, name: str, context: Path, dockerfile: Path, base: Path, rel: str) -> str:
+    """"; <the rule to add>" when the path lies in a COPY of thousands of files a sync rule would take."""
+    from ..freshness import walk_context
+    from ..topology.sync_hint import MANY_FILES, suggest
+    from ..topology.yaml_lines import expand_env
+    from ..contract import base_image_arg
+    t = topo.targets[name]
+    names = {r: "" for r, _, _ in walk_context(context, DockerIgnore.for_context(context, dockerfile))}
+    if len(names) <= MANY_FILES:
+        return ""
+    args = {k: expand_env(v) for k, v in {**base_image_arg(topo), **t.build_args}.items()}
+    for s in suggest(context, dockerfile, t.build_target, args, names):
+        if not s.src or rel.startswith(s.src):
+            return f"; `COPY {s.src or '.'} {s.dest}` copies {s.files} files: a sync rule takes such edits without a build — {s.rule()}"
+    return ""
 
 
 def run(args, topology) -> int:

@@ -29,6 +29,7 @@ from ..tools import builders
 from ..tools import layout_push
 from ..tools.layout_push import LayoutDamaged
 from ..tools.builders import BuilderChoice
+from ..topology.sync_hint import MANY_FILES
 from . import push
 from .build_argv import BuildxArgv
 from .base import RunContext, Status, StepFields, StepResult
@@ -136,6 +137,8 @@ class BuildStep(StepFields, BuildxArgv):
             if synced is not None:
                 return synced
         reason = "--rebuild: the last image was synced, not built" if rebuild_synced else self.why(record, ctx.force)
+        if self.sync is None and self.mode == "dev" and len(self.inputs.files) > MANY_FILES:
+            self._hint_sync(ctx)
         # In the edit loop (this machine built the target's last inputs) the registry is asked whether the
         # image exists *while* the build starts: a round trip off the critical path; found (someone built
         # these very inputs), or the question failed, stops the build. Otherwise it is asked first.
@@ -192,6 +195,14 @@ class BuildStep(StepFields, BuildxArgv):
                               time.monotonic() - started, facts)
         self._save(ctx, facts.digest, facts.cache)
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
+
+    def _hint_sync(self, ctx: RunContext) -> None:
+        """A COPY of thousands of files and no sync rule: say once which rule would spare those builds."""
+        from ..topology import sync_hint
+        from ..topology.yaml_lines import expand_env  # the build args as the builder gets them
+        found = sync_hint.suggest(self.context, self.dockerfile, self.build_target,
+                                  {k: expand_env(v) for k, v in self.build_args.items()}, self.inputs.files)
+        sync_hint.say_once(ctx.state.root, self.mode, self.target, self.dockerfile, found, ctx.log)
 
     def _moved(self, ctx: RunContext) -> list[str]:
         """Context files that changed since the plan hashed them (an editor saving during the build)."""
