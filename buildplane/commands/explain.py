@@ -62,6 +62,7 @@ def _synced(topo: Topology, name: str, base: Path, rel: str) -> str | None:
 
 def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
     out = []
+    hints: dict[str, list] = {}  # a target's sync-rule suggestions: its context walked once, not once a path
     for raw in paths:
         path = Path(os.path.normpath(base / raw)).absolute()
         ex = Explanation(shown_name(raw))  # a name that is not UTF-8 is shown escaped, never a crash
@@ -87,7 +88,11 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
             if kind == "rebuild + release" and not t.chart:
                 kind, why = "rebuild + release", why + "; built and pushed, it has no chart to release"
             if kind == "rebuild + release" and rel is not None and not t.sync:
-                why += _sync_hint(topo, name, context, dockerfile, base, rel)
+                if name not in hints:
+                    hints[name] = _suggestions(topo, name, context, dockerfile)
+                why += next((f"; `COPY {h.src or '.'} {h.dest}` copies {h.files} files: a sync rule takes such "
+                             f"edits without a build — {h.rule()}" for h in hints[name]
+                             if not h.src or rel.startswith(h.src)), "")
             if kind != "nothing":
                 ex.targets[name] = why
                 if RANK[kind] > RANK[ex.outcome]:
@@ -98,21 +103,18 @@ def explain(topo: Topology, paths: list[str], base: Path) -> list[Explanation]:
     return out
 
 
-def _sync_hint(topo: Topology, name: str, context: Path, dockerfile: Path, base: Path, rel: str) -> str:
-    """"; <the rule to add>" when the path lies in a COPY of thousands of files a sync rule would take."""
+def _suggestions(topo: Topology, name: str, context: Path, dockerfile: Path) -> list:
+    """The sync rules that would spare this target's builds a COPY of thousands of files (topology/sync_hint.py)."""
+    from ..contract import base_image_arg
     from ..freshness import walk_context
     from ..topology.sync_hint import MANY_FILES, suggest
     from ..topology.yaml_lines import expand_env
-    from ..contract import base_image_arg
     t = topo.targets[name]
     names = {r: "" for r, _, _ in walk_context(context, DockerIgnore.for_context(context, dockerfile))}
     if len(names) <= MANY_FILES:
-        return ""
+        return []
     args = {k: expand_env(v) for k, v in {**base_image_arg(topo), **t.build_args}.items()}
-    for s in suggest(context, dockerfile, t.build_target, args, names):
-        if not s.src or rel.startswith(s.src):
-            return f"; `COPY {s.src or '.'} {s.dest}` copies {s.files} files: a sync rule takes such edits without a build — {s.rule()}"
-    return ""
+    return suggest(context, dockerfile, t.build_target, args, names)
 
 
 def run(args, topology) -> int:

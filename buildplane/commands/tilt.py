@@ -15,11 +15,7 @@ def run(args, topology) -> int:
         if args.args:
             raise BadInput(f"buildplane tilt down takes no arguments (got {' '.join(args.args)})")
         import shutil
-        binary = shutil.which("tilt")
-        print(tilt.stop(record, binary=binary))
-        parent = tilt.parent_tilt(record, binary)
-        if parent is not None:  # `tilt down` run from Tilt's own UI: stopped once this command has ended
-            tilt.stop_after_exit(parent, record)
+        print(tilt.stop(record, binary=shutil.which("tilt")))  # run from Tilt's UI: Tilt stops after it
         return 0
     binary = Runner().which("tilt")  # exit 4 with how to install it
     sys.stdout.flush()

@@ -26,8 +26,6 @@ from ..tools.registry import HeadInBackground
 from ..tools.run import Cancelled, CommandFailed
 from ..tools import cache_export
 from ..tools import builders
-from ..tools import layout_push
-from ..tools.layout_push import LayoutDamaged
 from ..tools.builders import BuilderChoice
 from ..topology.sync_hint import MANY_FILES
 from . import push
@@ -166,11 +164,12 @@ class BuildStep(StepFields, BuildxArgv):
             if facts.push == "buildx":
                 facts.digest = buildx.read_metadata_digest(self.metadata_file)
             elif facts.push == "layout":
+                from ..tools.layout_push import LayoutDamaged, wipe  # the build path's alone, not the no-op's
                 try:
                     facts.digest, facts.manifest = push.push_layout(self, ctx, sessions, own_tag)
                 except LayoutDamaged as exc:  # never pushed: the image is written into a new layout
                     ctx.log(f"{self.target}: {exc}; building it into a new layout")
-                    layout_push.wipe(self.layout)
+                    wipe(self.layout)
                     push.begin_layout(self, ctx)
                     lines = self._build_in_slot(ctx, argv, reason, facts, head)
                     facts.digest, facts.manifest = push.push_layout(self, ctx, None, own_tag)

@@ -39,10 +39,8 @@ class StopTiltStep(StepFields):
 
     def run(self, ctx: RunContext) -> StepResult:
         started = time.monotonic()
-        binary = shutil.which("tilt")  # a Tilt started by hand in this tree is this one (none: only the record)
-        said = tilt.stop(self.record, sleep=ctx.sleep, binary=binary)
-        parent = tilt.parent_tilt(self.record, binary)
-        if parent is not None:  # the Tilt UI's deploy-mode button: Tilt stops once this handback has ended
-            tilt.stop_after_exit(parent, self.record)
+        # A Tilt started by hand in this tree runs the `tilt` on PATH (none there: only the recorded one). A
+        # Tilt that runs this handback (the UI's deploy-mode button) is stopped once the handback has ended.
+        said = tilt.stop(self.record, sleep=ctx.sleep, binary=shutil.which("tilt"))
         ctx.log(said)
         return StepResult("stop-tilt", None, Status.SUCCEEDED, said, time.monotonic() - started, StopTiltFacts(said))

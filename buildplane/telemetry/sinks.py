@@ -1,4 +1,5 @@
-"""Where Build Plane Events go: the local file (always), OTLP/HTTP logs, ClickHouse direct.
+"""Where Build Plane Events go: the local file (always) and ClickHouse direct; OTLP/HTTP logs are
+telemetry/otlp.py's, which shares SinkError and safe_url from here.
 
 Each sink's `send(batch)` raises SinkError on failure; the reporter runs sinks off the hot path.
 A sink's `where` names it for people and never holds a credential.
@@ -13,7 +14,6 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
-
 
 from .events import Event, redact
 

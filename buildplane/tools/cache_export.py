@@ -146,7 +146,7 @@ def main(root: str) -> int:
         sys.stdout.write(events.redact(line.rstrip("\n")) + "\n")
         sys.stdout.flush()
 
-    own = spec.get("own") or {**(read_json(path) or {}), "pid": os.getpid()}
+    own = spec["own"]  # the "running" record spawn wrote for this process
     try:
         _await_predecessor(state, spec, own)
         Runner().run(spec["argv"], timeout=float(spec.get("timeout_s", EXPORT_TIMEOUT_S)), on_line=out)

@@ -134,7 +134,8 @@ def stop(record_path: Path, *, grace_s: float = STOP_GRACE_S, sleep: Callable[[f
     """Stop every Tilt of this working tree: the one `buildplane tilt up` recorded and any started by hand
     here (`binary`: the Tilt on PATH). TERM, then KILL after grace_s. A Tilt that is this process's own
     parent (the Tilt UI's deploy-mode button) is not stopped here: killing it would kill this run before
-    Argo CD is asked anything; `stop_after_exit` stops it once this run has ended. One sentence."""
+    Argo CD is asked anything; a detached stopper (`stop_after_exit`) stops it once this run has ended.
+    One sentence."""
     record = read_record(record_path)
     targets: list[TiltRecord] = []
     said: list[str] = []
@@ -149,6 +150,7 @@ def stop(record_path: Path, *, grace_s: float = STOP_GRACE_S, sleep: Callable[[f
     mine = set(ancestors())
     for t in targets:
         if t.pid in mine:
+            stop_after_exit(t, record_path)
             said.append(f"Tilt (pid {t.pid}) runs this command: it is stopped once this command has ended")
             continue
         how = _stop_one(t, grace_s, sleep)
@@ -162,33 +164,31 @@ def stop(record_path: Path, *, grace_s: float = STOP_GRACE_S, sleep: Callable[[f
     return "Tilt is not running (no `buildplane tilt up` recorded here): nothing to stop"
 
 
-def parent_tilt(record_path: Path, binary: str | None, worktree: Path | None = None) -> TiltRecord | None:
-    """The Tilt (recorded, or started by hand here) that is this process's parent, if any."""
-    mine = set(ancestors())
-    record = read_record(record_path)
-    for t in ([record] if record is not None and record.is_running() else []) + tilts_of(worktree or Path.cwd(), binary):
-        if t.pid in mine:
-            return t
-    return None
-
-
 def stop_after_exit(tilt: TiltRecord, record_path: Path) -> int:
     """Stop `tilt` once this process has exited: a detached stopper (its own session, so Tilt stopping
     its resources' process groups does not reach it). Returns the stopper's pid."""
     import subprocess
     import sys
-    code = ("import sys, time, pathlib; from buildplane.tools import tilt as t; "
-            "me, ticks = int(sys.argv[1]), int(sys.argv[2]); "
-            "[time.sleep(0.05) for _ in iter(lambda: t.start_ticks(me) == ticks, False)]; "
-            "rec = t.TiltRecord(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], []); "
-            "t._stop_one(rec, t.STOP_GRACE_S, time.sleep) if rec.is_running() else None; "
-            "p = pathlib.Path(sys.argv[6]); r = t.read_record(p); "
-            "p.unlink(missing_ok=True) if r is not None and r.pid == rec.pid else None")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid()), str(start_ticks(os.getpid())),
-                             str(tilt.pid), str(tilt.ticks), tilt.binary, str(record_path)],
+    me = os.getpid()
+    args = [str(me), str(start_ticks(me)), str(tilt.pid), str(tilt.ticks), tilt.binary, str(record_path)]
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from buildplane.tools.tilt import _stop_when_gone; "
+                             "_stop_when_gone(*sys.argv[1:])", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
     return proc.pid
+
+
+def _stop_when_gone(waiter: str, waiter_ticks: str, pid: str, ticks: str, binary: str, record_path: str) -> None:
+    """The stopper: once process `waiter` has ended, stop that Tilt (if it is still the same Tilt) and drop
+    the record that names it."""
+    while start_ticks(int(waiter)) == int(waiter_ticks):
+        time.sleep(0.05)
+    tilt = TiltRecord(int(pid), int(ticks), binary, [])
+    if tilt.is_running():
+        _stop_one(tilt, STOP_GRACE_S, time.sleep)
+    kept = read_record(Path(record_path))
+    if kept is not None and kept.pid == tilt.pid:
+        Path(record_path).unlink(missing_ok=True)
 
 
 def _stop_one(record: TiltRecord, grace_s: float, sleep: Callable[[float], None]) -> str:

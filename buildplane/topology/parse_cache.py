@@ -30,11 +30,17 @@ def _file(text: str) -> Path:
     return _dir() / (hashlib.sha256(f"{FORMAT}\0{text}".encode()).hexdigest() + ".json")
 
 
+_KEYS: dict[Path, bytes] = {}  # read once a run (get and put both seal)
+
+
 def _key() -> bytes:
     """This user's sealing key, made once (0600)."""
     path = _dir() / ".key"
+    if path in _KEYS:
+        return _KEYS[path]
     try:
-        return path.read_bytes()
+        _KEYS[path] = path.read_bytes()
+        return _KEYS[path]
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +50,8 @@ def _key() -> bytes:
         with os.fdopen(fd, "wb") as fh:
             fh.write(key)
     except FileExistsError:  # another run made it meanwhile
-        return path.read_bytes()
+        key = path.read_bytes()
+    _KEYS[path] = key
     return key
 
 
