@@ -38,8 +38,8 @@ lab-up: provision
 lab-down:
 	bash $(LAB)/down.sh
 
-bench: provision  ## bench/run.py, then the edit loop on direct and 40 ms / 50 Mbit/s registries (bench/edit_loop.py)
-	bash $(LAB)/with-lab.sh sh -c '$(PY) bench/run.py && $(PY) bench/edit_loop.py'
+bench: provision  ## bench/run.py, the edit loop on direct and 40 ms / 50 Mbit/s registries (bench/edit_loop.py), monorepo scale (bench/monorepo.py)
+	bash $(LAB)/with-lab.sh sh -c '$(PY) bench/run.py && $(PY) bench/edit_loop.py && $(PY) bench/monorepo.py'
 
 # Tilt runs through `buildplane tilt`, which records the process it becomes, so tilt-down and
 # deploy-mode stop exactly that process (no Tilt installed: exit 4 with how to install it).

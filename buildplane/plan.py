@@ -16,6 +16,7 @@ from .cache_choice import CacheChoice, cache_plan
 from .errors import BadInput
 from .freshness import StatCache, target_inputs
 from .freshness.bases import BaseDigests
+from .freshness.worktree import TreeMemo
 from .kubecontext import KubeContext, resolve
 from .state import StateDir
 from .steps.base import Step
@@ -128,12 +129,13 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
                               "RUN after its ARG (and pushes it); for a secret, use a BuildKit secret "
                               "(`RUN --mount=type=secret`)")
     cache = StatCache.open(state.statcache)
+    memo = TreeMemo(state.tree_memo, runner)
     bases = base_digests(topo, state, runner, persist)
     plan.revision = git_sha(runner, base)
     helm_major = None  # asked once per plan, and only when something is released
     check = None
     for name in plan.targets:
-        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases, builder)
+        build = _build_step(topo, opts, name, base, cache, cache_on, plan.revision, state, bases, builder, memo)
         # A chosen builder (a shared worker, a BuildKit pool) must answer before a target that may build
         # starts; the workstation's own daemon says at once when it is down.
         busy = build.talks_to_registry(state, opts.force)  # it builds or syncs: a new release will follow
@@ -156,6 +158,7 @@ def make_plan(topo: Topology, opts: Options, *, runner: Runner | None = None, ba
         plan.steps.append(check)
     if persist:  # `plan` touches nothing: its hashing is not kept
         cache.save()
+        memo.save()
         bases.save()
     return plan
 
@@ -175,10 +178,10 @@ def base_digests(topo: Topology, state: StateDir, runner: Runner, persist: bool 
 
 def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: StatCache, cache_on: CacheChoice,
                 sha: str, state: StateDir, bases: BaseDigests | None = None,
-                builder: BuilderChoice = BuilderChoice()) -> BuildStep:
+                builder: BuilderChoice = BuilderChoice(), memo: TreeMemo | None = None) -> BuildStep:
     t = topo.targets[name]
     context, dockerfile, args, inputs = target_inputs(topo, name, base, cache, bases, opts.pull,
-                                                      provenance=mode_provenance(topo, opts.mode))
+                                                      provenance=mode_provenance(topo, opts.mode), memo=memo)
     tag = contract.render_tag(topo.mode(opts.mode).tag, git_sha=sha, inputs_digest=inputs.digest, mode=opts.mode,
                               target=name)
     guards.check_tag(opts.mode, name, tag)

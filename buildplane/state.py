@@ -28,6 +28,22 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def packed(files: dict[str, str]) -> str:
+    """A file map as one string (name NUL hash NUL …), for a record: JSON reads one string of a large
+    tree's map in a fraction of the time 50,000 keys take, and only a run that compares files unpacks it."""
+    return "\0".join([x for kv in files.items() for x in kv])
+
+
+def unpacked(value: object) -> dict[str, str] | None:
+    """A record's file map, packed or (written before packing) a JSON object; None when absent."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        return None
+    items = iter(value.split("\0")) if value else iter(())
+    return dict(zip(items, items))
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600: state may name secrets' owners
@@ -92,6 +108,10 @@ class StateDir:
     @property
     def statcache(self) -> Path:
         return self.root / "statcache.json"
+
+    @property
+    def tree_memo(self) -> Path:
+        return self.root / "trees.json"
 
     @property
     def release_statcache(self) -> Path:

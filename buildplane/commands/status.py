@@ -13,7 +13,7 @@ from pathlib import Path
 from ..contract import project_path, select_targets
 from ..freshness.bases import BaseDigests
 from ..freshness import StatCache, changed_files, release_files, shown_paths, target_inputs
-from ..state import StateDir, read_json
+from ..state import StateDir, read_json, unpacked
 from ..tools import cache_export
 from ..topology import Topology
 from ._output import print_json, printable
@@ -66,7 +66,7 @@ def target_status(topo: Topology, mode: str, name: str, base: Path, state: State
     context, _, _, inputs = target_inputs(topo, name, base, cache, bases, provenance=mode_provenance(topo, mode))
     image_changed: list[str] = []
     if record.get("image_inputs_digest") != inputs.digest:
-        before = record.get("image_files")
+        before = unpacked(record.get("image_files"))
         image_changed = shown_paths(context, changed_files(before, inputs.files, limit=4)) if before is not None else []
         if not image_changed:
             image_changed = [f"build args or Dockerfile settings of {name}"]

@@ -9,35 +9,45 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .. import contract
 from .bases import BaseDigests
 from .dockerignore import DockerIgnore
+from .worktree import TreeMemo
 from ..errors import StepFailed
 from ..state import write_json_atomic
 from ..topology.yaml_lines import expand_env
 from ..topology import Topology
 
+SMALL = 1 << 16  # bytes
+
 
 @dataclass
 class StatCache:
-    """path → (size, mtime_ns, inode, mode, sha256) persisted as one JSON file."""
+    """path → (size, mtime_ns, inode, mode, sha256) persisted as one JSON file, read when first needed
+    (a run whose digests the tree memo answers never reads it)."""
 
     path: Path
-    entries: dict[str, list] = field(default_factory=dict)
+    loaded: dict[str, list] | None = None
     dirty: bool = False
 
     @classmethod
     def open(cls, path: Path) -> "StatCache":
-        try:
-            entries = json.loads(path.read_text())
-            if not isinstance(entries, dict):
+        return cls(path=path)
+
+    @property
+    def entries(self) -> dict[str, list]:
+        if self.loaded is None:
+            try:
+                entries = json.loads(self.path.read_text())
+            except (OSError, ValueError):
                 entries = {}
-        except (OSError, ValueError):
-            entries = {}
-        return cls(path=path, entries=entries)
+            self.loaded = entries if isinstance(entries, dict) else {}
+        return self.loaded
 
     def file_hash(self, abspath: str, st: os.stat_result) -> str:
         key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
@@ -53,11 +63,18 @@ class StatCache:
         self.dirty = True
         return digest
 
+    def small_file_hash(self, path: Path) -> str:
+        """A Dockerfile's hash: read whole when small (cheaper than the cache it would load), else cached."""
+        st = path.stat()
+        if st.st_size > SMALL:
+            return self.file_hash(str(path), st)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
     def save(self) -> None:
-        if not self.dirty:
+        if not self.dirty or self.loaded is None:
             return
         try:
-            write_json_atomic(self.path, self.entries)  # concurrent runs never read a torn file
+            write_json_atomic(self.path, self.loaded)  # concurrent runs never read a torn file
         except (OSError, StepFailed):
             pass  # a cache: an unwritable (or full) state dir only costs the next run some hashing
         self.dirty = False
@@ -68,9 +85,15 @@ class ImageInputs:
     """What an image is built from: its digest, and the per-file hashes (for 'what changed')."""
 
     digest: str
-    files: dict[str, str]
+    walk: Callable[[], dict[str, str]] = field(repr=False, compare=False)
     spec: str = ""  # digest of everything but the context's files (Dockerfile, args, target, platform, bases)
     bases: dict[str, str] = field(default_factory=dict)  # each external FROM → the digest it resolved to
+
+    @cached_property
+    def files(self) -> dict[str, str]:
+        """Context path → hash, with `<Dockerfile>` and `<FROM image>` entries: from the walk that made the
+        digest, or walked when first asked where the tree memo gave the digest without one."""
+        return self.walk()
 
 
 def walk_context(context: Path, ignore: DockerIgnore):
@@ -108,12 +131,59 @@ def image_inputs(
     cache: StatCache,
     bases: dict[str, str] | None = None,
     attested: bool = False,
+    memo: TreeMemo | None = None,
 ) -> ImageInputs:
     """The image inputs digest: context after .dockerignore, Dockerfile, args, target, platform, and
     whether the build attests (an attested image is another manifest: staging's is never dev's)."""
     ignore = DockerIgnore.for_context(context, dockerfile)
+    df_hash = cache.small_file_hash(dockerfile.resolve())
+    fields = {"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
+              "platform": platform, "bases": sorted((bases or {}).items())}
+    if attested:  # only then, so an image without attestation keeps the digest it always had
+        fields["attested"] = True
+    spec = json.dumps(fields, sort_keys=True).encode()
+    spec_digest = "sha256:" + hashlib.sha256(spec).hexdigest()
+    extra = {"<Dockerfile>": df_hash, **{f"<FROM {image}>": digest for image, digest in (bases or {}).items()}}
+    if memo is not None and sends_git_dir(context, ignore):
+        memo = None  # the repository's own files go to the builder, and git reports no change in them
+    tree = memo.tree_state(context) if memo is not None else None  # taken before the files are read
+    known = memo.lookup(context, tree, spec_digest + ignore.signature) if memo is not None else None
+    if known is not None:
+        return ImageInputs(digest=known, walk=lambda: {**context_files(context, ignore, cache), **extra},
+                           spec=spec_digest, bases=dict(bases or {}))
+    patched = memo.patched(context, tree, ignore) if memo is not None else None
+    recent: list[str] = []
+    files = patched if patched is not None else \
+        context_files(context, ignore, cache, tree.written_ns if tree else None, recent)
+    h = hashlib.sha256()
+    h.update(b"buildplane-image-inputs-v1\0")
+    h.update(spec)
+    # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
+    # One join and one encode: the per-line loop cost as much as the walk's stat calls.
+    h.update("".join([f"{rel}\0{files[rel]}\n" for rel in sorted(files)]).encode("utf-8", "surrogateescape"))
+    digest = "sha256:" + h.hexdigest()
+    if memo is not None:
+        if patched is None and tree is not None and tree.unlisted_since_written(context, recent):
+            # A file git calls clean changed after the index was written (saved during the walk, and perhaps
+            # undone): what the walk read may never have stood under this tree's key.
+            tree = None
+        memo.record(context, tree, spec_digest + ignore.signature, digest, files, ignore)
+    files.update(extra)
+    return ImageInputs(digest=digest, walk=lambda: files, spec=spec_digest, bases=dict(bases or {}))
+
+
+def sends_git_dir(context: Path, ignore: DockerIgnore) -> bool:
+    return (context / ".git").exists() and (ignore.has_negations or not ignore.excluded(".git"))
+
+
+def context_files(context: Path, ignore: DockerIgnore, cache: StatCache, since_ns: int | None = None,
+                  recent: list[str] | None = None) -> dict[str, str]:
+    """Context path → "x"/"-" + sha256 of a file, or "link:" + its target, for what the builder is sent;
+    with `since_ns`, the paths changed since then are put in `recent`."""
     files: dict[str, str] = {}
     for rel, abspath, st in walk_context(context, ignore):
+        if since_ns is not None and st.st_ctime_ns >= since_ns and recent is not None:
+            recent.append(rel)
         try:
             if stat.S_ISLNK(st.st_mode):
                 files[rel] = "link:" + os.readlink(abspath)
@@ -122,26 +192,7 @@ def image_inputs(
                 files[rel] = exec_bit + cache.file_hash(abspath, st)
         except FileNotFoundError:
             continue  # gone while we looked (an editor's temp file): the builder will not see it either
-    df_hash = cache.file_hash(str(dockerfile.resolve()), dockerfile.stat())
-    h = hashlib.sha256()
-    h.update(b"buildplane-image-inputs-v1\0")
-    fields = {"dockerfile": df_hash, "args": sorted(build_args.items()), "target": build_target,
-              "platform": platform, "bases": sorted((bases or {}).items())}
-    if attested:  # only then, so an image without attestation keeps the digest it always had
-        fields["attested"] = True
-    spec = json.dumps(fields, sort_keys=True).encode()
-    h.update(spec)
-    for rel in sorted(files):
-        # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
-        # encode() first: fsencode is the slow path, taken only by the names that need it.
-        line = f"{rel}\0{files[rel]}\n"
-        try:
-            h.update(line.encode())
-        except UnicodeEncodeError:
-            h.update(os.fsencode(line))
-    files["<Dockerfile>"] = df_hash
-    return ImageInputs(digest="sha256:" + h.hexdigest(), files=files, spec="sha256:" + hashlib.sha256(spec).hexdigest(),
-                       bases=dict(bases or {}))
+    return files
 
 
 def moved_files(inputs: ImageInputs, context: Path, dockerfile: Path, cache: StatCache) -> list[str]:
@@ -183,7 +234,7 @@ def tree_hashes(root: Path, cache: StatCache) -> dict[str, str]:
 
 
 def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache, bases: BaseDigests | None = None,
-                  pull: bool = False, provenance: bool | None = False):
+                  pull: bool = False, provenance: bool | None = False, memo: TreeMemo | None = None):
     """(context, dockerfile, build args, ImageInputs) of one target as the working tree stands; with
     `bases`, what each external FROM resolves to is an input too (bases.py has the rule)."""
     t = topo.targets[name]
@@ -194,12 +245,12 @@ def target_inputs(topo: Topology, name: str, base: Path, cache: StatCache, bases
     expanded = {k: expand_env(v) for k, v in args.items()}
     resolved = None
     if bases is not None:
-        images = bases.bases_of(cache.file_hash(str(dockerfile.resolve()), dockerfile.stat()), expanded,
+        images = bases.bases_of(cache.small_file_hash(dockerfile.resolve()), expanded,
                                 lambda: dockerfile.read_text(encoding="utf-8", errors="replace"))
         resolved = bases.resolve(images, pull=pull)
     inputs = image_inputs(context, dockerfile, build_args=expanded, build_target=t.build_target,
-                          platform=t.platform, cache=cache, bases=resolved, attested=provenance is not False)
-    inputs.files.update({f"<FROM {image}>": digest for image, digest in (resolved or {}).items()})
+                          platform=t.platform, cache=cache, bases=resolved, attested=provenance is not False,
+                          memo=memo)
     return context, dockerfile, args, inputs
 
 

@@ -1,6 +1,7 @@
 """`.dockerignore` matching with the builder's semantics (patterns, `**`, `!` exceptions, last match wins)."""
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ class DockerIgnore:
 
     def __init__(self, lines: list[str], source: Path | None = None) -> None:
         self.rules: list[_Rule] = []
+        # What decides the sent files, for a memo of them: the file that gave the rules, and the rules.
+        self.signature = hashlib.sha256(repr((str(source), lines)).encode()).hexdigest()[:32]
         for number, raw in enumerate(lines, 1):
             line = raw.strip()
             if not line or line.startswith("#"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import BuildplaneError, Missing
 from ..guards import DIGEST
 from ..freshness import ImageInputs, StatCache, changed_files, shown_paths
-from ..state import read_json, write_json_atomic
+from ..state import packed, read_json, unpacked, write_json_atomic
 from ..tools import buildx
 from ..tools.registry import HeadInBackground
 from ..tools.run import Cancelled, CommandFailed
@@ -273,9 +273,10 @@ class BuildStep(StepFields, BuildxArgv):
         """A sentence saying why this target is being built."""
         if force:
             return "--force"
-        if record is None or not record.get("files"):
+        before = unpacked(record.get("files")) if record else None
+        if not before:
             return f"no image for inputs digest {self.content_tag}"
-        changed = changed_files(record["files"], self.inputs.files, limit=4)
+        changed = changed_files(before, self.inputs.files, limit=4)
         if not changed:
             return f"no image for inputs digest {self.content_tag} in the final registry"
         rel = shown_paths(self.context, changed[:3])
@@ -318,7 +319,7 @@ class BuildStep(StepFields, BuildxArgv):
 
     def _save(self, ctx: RunContext, digest: str | None, cache: dict | None = None, tagged: bool = False) -> None:
         write_json_atomic(ctx.state.build_record(self.mode, self.target), {
-            "inputs_digest": self.inputs.digest, "files": self.inputs.files, "digest": digest, "ref": self.ref,
+            "inputs_digest": self.inputs.digest, "files": packed(self.inputs.files), "digest": digest, "ref": self.ref,
             "content_ref": self.content_ref, "cache": cache, "tagged": tagged, "at": time.time(),
             "spec": self.inputs.spec,
         })

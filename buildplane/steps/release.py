@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import guards
 from ..errors import Missing, StepFailed
 from ..freshness import ImageInputs, StatCache, release_files, release_inputs
-from ..state import StateDir, read_json, write_json_atomic
+from ..state import StateDir, packed, read_json, write_json_atomic
 from ..tools.manifests import release_status, rendered_objects, rolled_back_to
 from ..tools.run import CommandFailed
 from .base import RunContext, Status, StepFields, StepResult
@@ -213,7 +213,7 @@ class ReleaseStep(StepFields):
         if self.image is not None and previous.get("image_inputs_digest") != self.image.digest:
             # Other inputs, the same image: what runs is what this tree builds, so record it for `status`.
             write_json_atomic(ctx.state.release_record(self.mode, self.target), {
-                **previous, "image_inputs_digest": self.image.digest, "image_files": self.image.files})
+                **previous, "image_inputs_digest": self.image.digest, "image_files": packed(self.image.files)})
         return None
 
     def _record(self, ctx: RunContext, path: Path, inputs: str, facts: ReleaseFacts) -> None:
@@ -224,5 +224,6 @@ class ReleaseStep(StepFields):
             "rendered": facts.rendered, "at": time.time(), "applied": not self.render_only, "release": self.release,
             "namespace": self.namespace, "kube_context": self.kube_context,
             "image_inputs_digest": self.image.digest if self.image else None,
-            "image_files": self.image.files if self.image else None, "chart_files": chart, "values_files": values,
+            "image_files": packed(self.image.files) if self.image else None, "chart_files": chart,
+            "values_files": values,
         })

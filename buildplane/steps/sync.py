@@ -28,7 +28,7 @@ from ..errors import Missing
 from ..topology.sync_rules import SyncTarget
 from ..tools.registry import Ref
 from ..tools.registry_parts import in_parallel
-from ..state import keep_file, write_json_atomic
+from ..state import keep_file, packed, unpacked, write_json_atomic
 from .base import Status, StepResult
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ def attempt(step, ctx, record: dict | None, facts, started: float):
             raise NotSyncable("the Dockerfile, a build arg, the build target or a base image changed")
         if Ref.parse(base["content_ref"]).repo != Ref.parse(step.content_ref).repo:
             raise NotSyncable("the image's repository changed")
-        layer_entries = entries(step.sync, base["files"], step.inputs.files)
+        layer_entries = entries(step.sync, unpacked(base["files"]) or {}, step.inputs.files)
         if not layer_entries:
             return None  # the built image's inputs again: the registry has it under its content tag
         carried = sum(os.stat(e.source).st_size for e in layer_entries if e.kind == "file" and e.source)
@@ -273,8 +273,9 @@ def attempt(step, ctx, record: dict | None, facts, started: float):
 def save_record(ctx, step, base: dict, digest: str, layer: Layer) -> None:
     """The build record of a synced image: today's inputs, the synced digest, and the built image it is on."""
     write_json_atomic(ctx.state.build_record(step.mode, step.target), {
-        "inputs_digest": step.inputs.digest, "files": step.inputs.files, "digest": digest, "ref": step.ref,
+        "inputs_digest": step.inputs.digest, "files": packed(step.inputs.files), "digest": digest, "ref": step.ref,
         "content_ref": step.content_ref, "cache": None, "tagged": True, "at": time.time(),
         "synced": {"files": layer.files, "deleted": layer.deleted, "bytes": layer.size, "layer": layer.digest},
-        "built": {k: base.get(k) for k in BASE_KEYS},
+        "built": {**{k: base.get(k) for k in BASE_KEYS},
+                  "files": base["files"] if isinstance(base["files"], str) else packed(base["files"])},
     })

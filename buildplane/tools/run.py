@@ -147,6 +147,34 @@ class Runner:
         return result
 
 
+    def capture(self, argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
+                cwd: str | None = None) -> bytes:
+        """A short read-only question whose answer is bytes (git's status of a large tree): started without
+        the `sh` machinery, whose import alone costs more than the question; no terminal, stdin empty.
+        The same rules: resolved binary, logged argv, a timeout, interrupt → terminate → kill, CommandFailed."""
+        if _cancelled.is_set():
+            raise Interrupted("interrupted")
+        import subprocess
+
+        binary = self.which(argv[0])
+        if self.log:
+            self.log("$ " + quote(argv))
+        proc = subprocess.Popen([binary, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
+                                preexec_fn=_die_with_parent(os.getpid()))
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            children.stop_group(proc.pid, lambda: proc.poll() is None, 1.0)
+            raise CommandFailed(argv, None, "", timed_out=True) from None
+        except BaseException:
+            children.stop_group(proc.pid, lambda: proc.poll() is None, 1.0)  # its own session: pgid = pid
+            raise
+        if proc.returncode != 0:
+            raise CommandFailed(argv, proc.returncode, tail(err.decode("utf-8", "replace")))
+        return out
+
+
 def _sh_error():
     import sh
 
