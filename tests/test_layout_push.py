@@ -253,6 +253,16 @@ def test_a_layout_only_where_it_holds_one_image(workspace):
     assert replace(step, layout=None).push_way(replace(LOCAL, version=(0, 13))) == "docker-push"
 
 
+def test_an_image_whose_last_layer_was_large_is_pushed_by_buildx_not_copied_into_a_layout(workspace):
+    from buildplane.steps.build_argv import LAYOUT_MAX_LAYER, largest_layer
+    step = _plan_step()
+    manifest = json.dumps({"layers": [{"size": 10}, {"size": LAYOUT_MAX_LAYER + 1}]}).encode()
+    assert largest_layer((manifest, "application/vnd.oci.image.manifest.v1+json")) == LAYOUT_MAX_LAYER + 1
+    assert step.push_way(LOCAL, {"largest_layer": LAYOUT_MAX_LAYER + 1}) == "buildx"
+    assert step.push_way(LOCAL, {"largest_layer": LAYOUT_MAX_LAYER}) == "layout"
+    assert step.push_way(LOCAL, {}) == "layout"
+
+
 # ---- a run --------------------------------------------------------------------------------------------
 
 def run(tools, client, logs=None):

@@ -312,3 +312,21 @@ def test_an_edit_saved_and_undone_during_the_walk_is_never_taken_for_the_tree(re
     monkeypatch.setattr(digests, "walk_context", real)
     target.write_text(original)  # undone: git calls the file clean again
     assert d.with_memo() == d.walked()
+
+
+def test_a_name_that_is_not_utf8_goes_through_the_memo_as_its_bytes(repo, tmp_path):
+    d = Digests(repo, tmp_path / "state")
+    odd = repo / os.fsdecode(b"src/caf\xe9.txt")
+    odd.write_text("one\n")
+    before = [d.with_memo() for _ in range(3)][-1]
+    odd.write_text("two\n")  # listed by git as untracked both times: only its stat tells
+    assert d.with_memo() != before
+    assert d.with_memo() == d.walked()
+
+
+def test_a_record_keeps_its_file_map_packed_and_reads_one_written_before():
+    from buildplane.state import packed, unpacked
+    files = {"src/a.txt": "-" + "1" * 64, os.fsdecode(b"caf\xe9"): "link:../x", "new\nline": "x" + "2" * 64}
+    assert unpacked(packed(files)) == files
+    assert unpacked(files) == files  # a record of an earlier version: the map as a JSON object
+    assert unpacked(packed({})) == {} and unpacked(None) is None

@@ -29,7 +29,7 @@ from ..tools import builders
 from ..tools.builders import BuilderChoice
 from ..topology.sync_hint import MANY_FILES
 from . import push
-from .build_argv import BuildxArgv
+from .build_argv import BuildxArgv, largest_layer
 from .base import RunContext, Status, StepFields, StepResult
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class BuildStep(StepFields, BuildxArgv):
         if self.cache_to:  # this build exports the cache again: an export still running for it is obsolete
             cache_export.supersede(ctx.state, self.mode, self.target, ctx.log, wait=not self.exports_in_background)
         inline = bool(self.cache_from or self.cache_to) and not self._registry_cache_ok(ctx)
-        facts.push = self.push_way(ctx.builder.info())
+        facts.push = self.push_way(ctx.builder.info(), record)
         # Inline cache travels in the image: import it from the last image this mode pushed.
         argv = self.argv(inline_cache=inline, inline_from=(record or {}).get("ref"), push=facts.push)
         sessions = push.open_sessions(self, ctx) if facts.push == "layout" else None
@@ -192,7 +192,8 @@ class BuildStep(StepFields, BuildxArgv):
                     f"as the image of inputs {self.content_tag}; the next run builds the tree as it is now")
             return StepResult("build", self.target, Status.SUCCEEDED, f"{reason}; {shown} changed during the build",
                               time.monotonic() - started, facts)
-        self._save(ctx, facts.digest, facts.cache)
+        self._save(ctx, facts.digest, facts.cache,
+                   largest=largest_layer(facts.manifest) or (record or {}).get("largest_layer"))
         return StepResult("build", self.target, Status.SUCCEEDED, reason, time.monotonic() - started, facts)
 
     def _hint_sync(self, ctx: RunContext) -> None:
@@ -317,9 +318,10 @@ class BuildStep(StepFields, BuildxArgv):
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _save(self, ctx: RunContext, digest: str | None, cache: dict | None = None, tagged: bool = False) -> None:
+    def _save(self, ctx: RunContext, digest: str | None, cache: dict | None = None, tagged: bool = False,
+              largest: int | None = None) -> None:
         write_json_atomic(ctx.state.build_record(self.mode, self.target), {
             "inputs_digest": self.inputs.digest, "files": packed(self.inputs.files), "digest": digest, "ref": self.ref,
             "content_ref": self.content_ref, "cache": cache, "tagged": tagged, "at": time.time(),
-            "spec": self.inputs.spec,
+            "spec": self.inputs.spec, "largest_layer": largest,
         })

@@ -4,11 +4,26 @@ step's module keeps to running the build. The argv is written in python-on-whale
 parity in tests/test_build_boundary.py)."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 
 from ..guards import DIGEST
 from ..topology.yaml_lines import expand_env, has_env
+
+
+LAYOUT_MAX_LAYER = 32 << 20  # bytes; where the layout's copy costs what it saves (bench/monorepo.py)
+
+
+def largest_layer(manifest: tuple[bytes, str] | None) -> int | None:
+    """The largest layer's size in a pushed image manifest (bytes, media type)."""
+    if manifest is None:
+        return None
+    try:
+        layers = json.loads(manifest[0]).get("layers") or []
+        return max((int(layer.get("size") or 0) for layer in layers), default=0)
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def _host(ref: str) -> str:
@@ -33,11 +48,14 @@ class BuildxArgv:
             return None
         return "type=inline" if inline else f"type=registry,ref={self.cache_to},mode=max{self._insecure(self.cache_to)}"
 
-    def push_way(self, info) -> str:
+    def push_way(self, info, record: dict | None = None) -> str:
         """How this image leaves the builder (`BuilderInfo.push`), but never as a layout when that would
-        hold more than one image manifest: several platforms, or an attestation beside the image."""
+        hold more than one image manifest (several platforms, or an attestation beside the image), nor when
+        the last image had a layer past LAYOUT_MAX_LAYER: the layout is one more copy of every new layer
+        (buildx writes it to disk before buildplane sends it), which outweighs its saved round trips."""
         way = info.push
-        if way == "layout" and (self.layout is None or self.provenance is not False
+        large = int((record or {}).get("largest_layer") or 0) > LAYOUT_MAX_LAYER
+        if way == "layout" and (self.layout is None or self.provenance is not False or large
                                 or (self.platform and "," in self.platform)):
             return replace(info, local=False).push
         return way
