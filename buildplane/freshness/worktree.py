@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BuildplaneError
 from ..tools.run import CommandFailed
-from ..state import read_json, write_json_atomic
+from ..state import packed, read_json, unpacked, write_json_atomic
 
 if TYPE_CHECKING:
     from ..tools.run import Runner
@@ -121,7 +121,7 @@ class TreeMemo:
         last = read_json(self._files_path(context))
         if not last or last.get("tree") != entry.get("tree") or last.get("ignore") != ignore.signature:
             return None
-        files, before = last["files"], last["listed"]
+        files, before = unpacked(last["files"]) or {}, last["listed"]
         top = tree.top
         prefix = _prefix(context, top)
         for path in set(before) | set(tree.listed):
@@ -154,8 +154,11 @@ class TreeMemo:
         if tree is not None:
             digests[_spec_key(tree.key, spec)] = digest
             if entry.get("tree") != tree.key:  # the files a next edit is patched onto
-                write_json_atomic(self._files_path(context), {"tree": tree.key, "ignore": ignore.signature,
-                                                              "listed": tree.listed, "files": files})
+                try:
+                    write_json_atomic(self._files_path(context), {"tree": tree.key, "ignore": ignore.signature,
+                                                                  "listed": tree.listed, "files": packed(files)})
+                except (OSError, BuildplaneError):
+                    pass  # a cache: the next edit walks
             entry["tree"], entry["index"] = tree.key, tree.index
         entry["digests"] = dict(list(digests.items())[-8:])
         entries[str(context)] = entry  # last used last: the oldest are dropped
