@@ -171,7 +171,8 @@ def base_digests(topo: Topology, state: StateDir, runner: Runner, persist: bool 
     def lookup(ref: str) -> str | None:
         if not client:
             from .tools.registry import RegistryClient
-            client.append(RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner, attempts=1))
+            client.append(RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner, attempts=1,
+                                         tokens=topo.registries.tokens))
         return client[0].manifest_digest(ref)
     return BaseDigests(state.base_digests, lookup, log=runner.log or (lambda m: print(m, file=sys.stderr)))
 
@@ -196,6 +197,7 @@ def _build_step(topo: Topology, opts: Options, name: str, base: Path, cache: Sta
         export=cache_on.export_when, provenance=mode_provenance(topo, opts.mode),
         sync=sync_spec(topo, opts, name, context, base), rebuild=opts.rebuild, builder=builder,
         insecure=plain_http_off_loopback(topo),
+        tokens=tuple((host, user, var) for host, (user, var) in sorted(topo.registries.tokens.items())),
     )
 
 

@@ -38,7 +38,7 @@ def run(args, topology) -> int:
     choice = choose_builder(topo, args.builder)
     ctx = context(state, runner=runner, force=args.force,
                   registry=RegistryClient(plain_http=frozenset(topo.registries.plain_http), runner=runner,
-                                          challenges=state.registry_challenges),
+                                          challenges=state.registry_challenges, tokens=topo.registries.tokens),
                   builder=BuilderCaps(lambda: buildx.cached_capability(
                       state.builder_caps, lambda: buildx.probe_builder(choice), choice=choice),
                       max_parallel=choice.max_parallel),

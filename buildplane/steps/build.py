@@ -93,6 +93,7 @@ class BuildStep(StepFields, BuildxArgv):
     rebuild: bool = False  # --rebuild: a synced image is built for real, even when its inputs are unchanged
     builder: BuilderChoice = BuilderChoice()  # where it builds: every buildx call and push goes there
     insecure: tuple[str, ...] = ()  # plain-HTTP registries off loopback (topology plain_http): said to BuildKit
+    tokens: tuple[tuple[str, str, str], ...] = ()  # (host, username, token variable): registries.auth
 
     @property
     def ref(self) -> str:
@@ -304,7 +305,7 @@ class BuildStep(StepFields, BuildxArgv):
         for attempt in range(1, push.ATTEMPTS + 1):
             start = len(lines)
             try:
-                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line, env=self.build_env(), cancel=cancel)
+                ctx.runner.run(argv, timeout=BUILD_TIMEOUT_S, on_line=on_line, env=self.build_env(ctx.state.root), cancel=cancel)
                 return lines
             except CommandFailed as exc:
                 fault = buildx.push_failure(lines[start:] or exc.stderr_tail.splitlines())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 from ..guards import DIGEST
 from ..topology.yaml_lines import expand_env, has_env
@@ -127,10 +128,15 @@ class BuildxArgv:
         argv += ["--cache-to", self.cache_to_arg(), "--output", "type=cacheonly"]
         return argv + self._tail() + [str(self.context)]
 
-    def build_env(self) -> dict[str, str]:
-        """The environment buildx gets: ours, plus each ${VAR} build arg under its own name. buildx's
-        metadata file would record the build args as provenance (`build-arg:NPM_TOKEN`) even with
-        --provenance=false; buildplane reads only the digest from it, so the provenance is left out."""
+    def build_env(self, state_root: Path | None = None) -> dict[str, str]:
+        """The environment buildx gets: ours, plus each ${VAR} build arg under its own name, and a Docker
+        config whose helper reads registries.auth's tokens (tools/docker_config.py). buildx's metadata file
+        would record the build args as provenance (`build-arg:NPM_TOKEN`) even with --provenance=false;
+        buildplane reads only the digest from it, so the provenance is left out."""
         secret = {k: expand_env(v) for k, v in self.build_args.items() if has_env(v)}
-        return {**os.environ, "BUILDX_METADATA_PROVENANCE": "disabled", **secret}
+        env = {**os.environ, "BUILDX_METADATA_PROVENANCE": "disabled", **secret}
+        if self.tokens and state_root is not None:
+            from ..tools.docker_config import with_tokens
+            env = with_tokens(env, {host: (user, var) for host, user, var in self.tokens}, state_root)
+        return env
 

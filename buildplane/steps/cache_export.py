@@ -64,7 +64,7 @@ class CacheExportStep(StepFields):
             if built.facts_json().get("inline_cache"):
                 return StepResult(self.kind, self.target, Status.FRESH, "the cache travels inline, in the image",
                                   time.monotonic() - started, facts)
-            facts.pid = cache_export.spawn(ctx.state, self._spec(ctx), self.build.build_env())
+            facts.pid = cache_export.spawn(ctx.state, self._spec(ctx), self.build.build_env(ctx.state.root))
             return StepResult(self.kind, self.target, Status.SUCCEEDED,
                               f"exporting to {self.build.cache_to} in the background (pid {facts.pid}); "
                               "`buildplane status` shows how it ends", time.monotonic() - started, facts)

@@ -11,6 +11,7 @@ registry 40 ms away that is one round trip less per repository.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sys
 import threading
@@ -99,8 +100,9 @@ class RegistryClient(ImageParts):
     def __init__(self, client=None, plain_http: frozenset[str] = frozenset(),
                  environ=None, timeout: float = 5.0, attempts: int = 3, backoff_s: float = 0.25,
                  sleep: Callable[[float], None] = run.sleep, runner: Runner | None = None,
-                 challenges: Path | None = None) -> None:
+                 challenges: Path | None = None, tokens: dict[str, tuple[str, str]] | None = None) -> None:
         self._client = client
+        self.tokens = tokens or {}  # host → (username, token variable): registries.auth
         self._made = threading.Lock()
         self._timeout = timeout
         self.runner = runner
@@ -215,14 +217,25 @@ class RegistryClient(ImageParts):
                               "(`make lab-up` for the lab)") from None
             raise
         if resp.status_code == 401:
-            who = "the credentials in your Docker config" if credentials_for(host, self.environ, self.runner) else "no credentials"
-            raise Missing(f"registry {host} refused {who} (HTTP 401); run `docker login {host}`")
+            raise Missing(self._refused(host))
         if resp.status_code == 403:
             raise Missing(f"registry {host} denied access to {scope} (HTTP 403); check the account's permissions")
         return resp
 
+    def _refused(self, host: str) -> str:
+        """The 401 sentence: whose credentials were refused, and the fix."""
+        environ = os.environ if self.environ is None else self.environ
+        if host in self.tokens:
+            user, var = self.tokens[host]
+            if environ.get(var):
+                return f"registry {host} refused the token in ${var} for {user} (HTTP 401); set a valid, unexpired token there"
+            return (f"registry {host} wants credentials (HTTP 401) and ${var} is not set (registries.auth.{host}); "
+                    f"set it, or run `docker login {host}`")
+        who = "the credentials in your Docker config" if credentials_for(host, self.environ, self.runner) else "no credentials"
+        return f"registry {host} refused {who} (HTTP 401); run `docker login {host}`"
+
     def _authorize(self, host: str, scope: str, challenge: str) -> str | None:
-        creds = credentials_for(host, self.environ, self.runner)
+        creds = credentials_for(host, self.environ, self.runner, self.tokens)
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
             if not creds:

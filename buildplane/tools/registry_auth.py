@@ -1,5 +1,6 @@
-"""Registry credentials from the Docker config the builder uses (`$DOCKER_CONFIG/config.json`: `auths`,
-`credHelpers`, `credsStore`). They go to the registry and are never printed."""
+"""Registry credentials: a token from the environment where the topology names one (`registries.auth`),
+else the Docker config the builder uses (`$DOCKER_CONFIG/config.json`: `auths`, `credHelpers`,
+`credsStore`). They go to the registry and are never printed."""
 from __future__ import annotations
 
 import base64
@@ -17,9 +18,14 @@ def docker_config_path(environ=None) -> Path:
     return Path(base) / "config.json"
 
 
-def credentials_for(host: str, environ=None, runner: Runner | None = None) -> tuple[str, str] | None:
-    """(user, secret) for `host` from the Docker config — inline `auths`, or its credential helper, run
-    through the one process runner (never logged: the secret is on its stdout) — or None."""
+def credentials_for(host: str, environ=None, runner: Runner | None = None,
+                    tokens: dict[str, tuple[str, str]] | None = None) -> tuple[str, str] | None:
+    """(user, secret) for `host`: the topology's token variable when it is set, else from the Docker config
+    — inline `auths`, or its credential helper, run through the one process runner (never logged: the
+    secret is on its stdout) — or None."""
+    environ = os.environ if environ is None else environ
+    if tokens and host in tokens and environ.get(tokens[host][1]):
+        return tokens[host][0], environ[tokens[host][1]]
     try:
         cfg = json.loads(docker_config_path(environ).read_text())
     except (OSError, ValueError):

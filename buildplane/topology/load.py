@@ -250,6 +250,10 @@ def _check_registries(doc: Document, topo: Topology) -> None:
         if not _HOST_PORT.match(host):
             raise _fail(doc, ("registries", "plain_http", i), f"{host!r} is not a host[:port]; plain_http lists "
                                                              "registry hosts exactly as in the references")
+    for host in topo.registries.auth or {}:
+        if not _HOST_PORT.match(host):
+            raise _fail(doc, ("registries", "auth", host), f"{host!r} is not a host[:port]; auth is keyed by registry "
+                                                           "hosts exactly as in the references, e.g. ghcr.io")
 
 
 def _check_unique(doc: Document, topo: Topology) -> None:

@@ -20,11 +20,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True, defer_build=True)
 
 
+class RegistryAuth(_Model):
+    """A registry's account from the environment (a CI or GitOps token): the token's variable, never the token."""
+
+    username: str = Field(min_length=1)
+    token_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Registries(_Model):
     final: str
     mirror: str | None = None
     cache: str | None = None
     plain_http: tuple[str, ...] = ()
+    auth: dict[str, RegistryAuth] = Field(default_factory=dict)  # host → its account
+
+    @property
+    def tokens(self) -> dict[str, tuple[str, str]]:
+        """host → (username, the token's environment variable)."""
+        return {host: (a.username, a.token_env) for host, a in (self.auth or {}).items()}
 
 
 class Kube(_Model):
