@@ -330,3 +330,13 @@ def test_a_record_keeps_its_file_map_packed_and_reads_one_written_before():
     assert unpacked(packed(files)) == files
     assert unpacked(files) == files  # a record of an earlier version: the map as a JSON object
     assert unpacked(packed({})) == {} and unpacked(None) is None
+
+
+def test_targets_sharing_a_context_ask_git_once_a_plan(repo, tmp_path):
+    d = Digests(repo, tmp_path / "state")
+    [d.with_memo() for _ in range(3)]
+    memo, cache, asked = d.memo(), StatCache.open(tmp_path / "s.json"), len(d.runner.calls)
+    got = [image_inputs(repo, repo / "Dockerfile", build_args={"TARGET": name}, build_target=None, platform=None,
+                        cache=cache, memo=memo).digest for name in ("a", "b")]
+    assert len(set(got)) == 2
+    assert sum("status" in c for c in d.runner.calls[asked:]) == 1

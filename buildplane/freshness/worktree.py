@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,7 @@ class TreeMemo:
     entries: dict | None = None
     dirty: bool = False
     large: int = LARGE
+    seen: dict = field(default_factory=dict)  # context → its state, asked once a plan (targets share contexts)
 
     def _load(self) -> dict:
         if self.entries is None:
@@ -100,10 +101,12 @@ class TreeMemo:
         repo = Repo(*entry["repo"])
         if repo.guard() != entry.get("trusted_for"):  # the index or a config moved: trusted again after a walk
             return None
-        try:
-            return tree_state(repo, self._git(STATUS, context))
-        except (BuildplaneError, OSError):
-            return None
+        if str(context) not in self.seen:
+            try:
+                self.seen[str(context)] = tree_state(repo, self._git(STATUS, context))
+            except (BuildplaneError, OSError):
+                self.seen[str(context)] = None
+        return self.seen[str(context)]
 
     def lookup(self, context: Path, tree: TreeState | None, spec: str) -> str | None:
         entry = self._load().get(str(context))
