@@ -13,7 +13,7 @@ Scenarios, each the median of BENCH_REPS (default 3) runs on the lab's direct re
                                          service edited among them
 The naive way is `docker buildx build --push` of each target (what `plan --json` prints, under the
 mode tag), which has no no-op. Written to bench/results.json under "monorepo"; printed as the README's
-table.
+table. The builder's cache is pruned after the runs (outside the timing): they leave gigabytes there.
 
   python bench/monorepo.py          (the lab up: `make lab-up`)
 """
@@ -181,6 +181,9 @@ def main() -> None:
         repo.mkdir()
         generate(repo, lab)
         cells = measure(repo, env)
+    # Outside the timing: the runs leave gigabytes in the builder's cache (every 200 MB layer and
+    # 50,000-file snapshot), which would make the next prune, a test's among them, take minutes.
+    subprocess.run(["docker", "buildx", "prune", "-af"], env=env, capture_output=True, timeout=1800)
     out = ROOT / "bench" / "results.json"
     data = json.loads(out.read_text()) if out.is_file() else {}
     data[os.environ.get("BENCH_KEY", "monorepo")] = {"reps": REPS, "registries": "direct (the lab's loopback)", "cells": cells}
