@@ -42,7 +42,11 @@ def with_tokens(environ: dict[str, str], tokens: dict[str, tuple[str, str]], roo
     if original.is_dir():
         for item in original.iterdir():  # cli-plugins (buildx itself), buildx (its builders), contexts
             link = dest / item.name
-            if item.name != "config.json" and not link.exists() and not link.is_symlink():
+            if item.name == "config.json" or (link.is_symlink() and os.readlink(link) == str(item)):
+                continue
+            if link.is_symlink():  # a link into another config directory, from an earlier run
+                link.unlink()
+            if not link.exists():
                 link.symlink_to(item)
     write_json_atomic(dest / "config.json", {**kept, "credsStore": HELPER})
     helper_dir = str(Path(sys.executable).parent)  # the package's scripts, beside its interpreter
