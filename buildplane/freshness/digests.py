@@ -155,13 +155,7 @@ def image_inputs(
     recent: list[str] = []
     files = patched if patched is not None else \
         context_files(context, ignore, cache, tree.written_ns if tree else None, recent)
-    h = hashlib.sha256()
-    h.update(b"buildplane-image-inputs-v1\0")
-    h.update(spec)
-    # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
-    # One join and one encode: the per-line loop cost as much as the walk's stat calls.
-    h.update("".join([f"{rel}\0{files[rel]}\n" for rel in sorted(files)]).encode("utf-8", "surrogateescape"))
-    digest = "sha256:" + h.hexdigest()
+    digest = inputs_digest(spec, files)
     if memo is not None:
         if patched is None and tree is not None and tree.unlisted_since_written(context, recent):
             # A file git calls clean changed after the index was written (saved during the walk, and perhaps
@@ -170,6 +164,16 @@ def image_inputs(
         memo.record(context, tree, spec_digest + ignore.signature, digest, files, ignore)
     files.update(extra)
     return ImageInputs(digest=digest, walk=lambda: files, spec=spec_digest, bases=dict(bases or {}))
+
+
+def inputs_digest(spec: bytes, files: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    h.update(b"buildplane-image-inputs-v1\0")
+    h.update(spec)
+    # A name is hashed as the bytes it has on disk: a non-UTF-8 name (surrogate-escaped here) is one too.
+    # One join and one encode: the per-line loop cost as much as the walk's stat calls.
+    h.update("".join([f"{rel}\0{files[rel]}\n" for rel in sorted(files)]).encode("utf-8", "surrogateescape"))
+    return "sha256:" + h.hexdigest()
 
 
 def sends_git_dir(context: Path, ignore: DockerIgnore) -> bool:
