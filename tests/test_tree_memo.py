@@ -16,8 +16,13 @@ import pytest
 from buildplane.freshness import StatCache, digests, image_inputs
 from buildplane.freshness.worktree import TreeMemo, listed_records, trusted_listing
 from buildplane.tools.run import Runner
+from conftest import missing_component
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+@pytest.fixture(autouse=True)
+def _git_installed():
+    if shutil.which("git") is None:
+        missing_component("git is not installed: the tree memo is a claim about what git reports")
 
 
 class CountingRunner(Runner):
