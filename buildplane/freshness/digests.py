@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import contract
 from .bases import BaseDigests
 from .dockerignore import DockerIgnore
+from .entries import file_entry, sha256_file
 from .worktree import TreeMemo
 from ..errors import StepFailed
 from ..state import write_json_atomic
@@ -54,11 +55,7 @@ class StatCache:
         hit = self.entries.get(abspath)
         if hit is not None and tuple(hit[:4]) == key:
             return hit[4]
-        h = hashlib.sha256()
-        with open(abspath, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+        digest = sha256_file(abspath)
         self.entries[abspath] = [*key, digest]
         self.dirty = True
         return digest
@@ -189,13 +186,11 @@ def context_files(context: Path, ignore: DockerIgnore, cache: StatCache, since_n
         if since_ns is not None and st.st_ctime_ns >= since_ns and recent is not None:
             recent.append(rel)
         try:
-            if stat.S_ISLNK(st.st_mode):
-                files[rel] = "link:" + os.readlink(abspath)
-            elif stat.S_ISREG(st.st_mode):
-                exec_bit = "x" if st.st_mode & 0o111 else "-"
-                files[rel] = exec_bit + cache.file_hash(abspath, st)
+            entry = file_entry(abspath, st, cache.file_hash)
         except FileNotFoundError:
             continue  # gone while we looked (an editor's temp file): the builder will not see it either
+        if entry is not None:
+            files[rel] = entry
     return files
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BuildplaneError
 from ..tools.run import CommandFailed
+from .entries import file_entry, sha256_file
 from ..state import packed, read_json, unpacked, write_json_atomic
 
 if TYPE_CHECKING:
@@ -65,11 +65,7 @@ class TreeState:
     index: str
     listed: dict[str, str]
     top: str = ""
-
-    @property
-    def written_ns(self) -> int:
-        """When the index was last written (its mtime)."""
-        return int(self.index.split(":")[1]) if self.index.count(":") >= 2 else 0
+    written_ns: int = 0  # when the index was last written (its mtime)
 
     def unlisted_since_written(self, context: Path, rels: list[str]) -> bool:
         """Whether any of these context paths git does not list (calls clean)."""
@@ -131,7 +127,7 @@ class TreeMemo:
             if before.get(path) == tree.listed.get(path) or not path.startswith(prefix):
                 continue
             rel = path[len(prefix):]
-            now = None if ignore.excluded(rel) else file_entry(os.path.join(top, path))
+            now = None if ignore.excluded(rel) else _read(os.path.join(top, path))
             if now is None:
                 files.pop(rel, None)
             else:
@@ -143,7 +139,8 @@ class TreeMemo:
         """After a walk (or a patch): its file count, and its digest under the tree taken before it (an edit
         made meanwhile gives the next run another key: it is read again, never trusted)."""
         entries = self._load()
-        entry = entries.pop(str(context), None) or {}
+        before = entries.get(str(context))
+        entry = dict(entries.pop(str(context), None) or {})
         entry["files"] = len(files)
         if len(files) >= self.large:
             if "repo" not in entry:  # asked once: a context outside a work tree is walked from then on
@@ -153,7 +150,7 @@ class TreeMemo:
             guard = repo.guard() if repo else None
             if repo is not None and entry.get("trusted_for") != guard:
                 entry["trusted"], entry["trusted_for"] = self._trusted(context, repo), guard
-        digests = entry.get("digests", {}) if tree is not None and entry.get("tree") == tree.key else {}
+        digests = dict(entry.get("digests", {})) if tree is not None and entry.get("tree") == tree.key else {}
         if tree is not None:
             digests[_spec_key(tree.key, spec)] = digest
             if entry.get("tree") != tree.key:  # the files a next edit is patched onto
@@ -169,7 +166,9 @@ class TreeMemo:
             gone = next(iter(entries))
             entries.pop(gone)
             self._files_path(Path(gone)).unlink(missing_ok=True)
-        self.dirty = True
+            self.dirty = True
+        if entry != before:  # a small context's walk, the same again: no write on the no-op
+            self.dirty = True
 
     def _files_path(self, context: Path) -> Path:
         return self.path.with_name(f"{self.path.stem}-{hashlib.sha256(str(context).encode()).hexdigest()[:16]}.json")
@@ -233,6 +232,7 @@ def trusted_listing(ls_files: str) -> bool:
 
 def tree_state(repo: Repo, status: str) -> TreeState | None:
     """The tree from `git status --porcelain=v2 -z` output (paths from the work tree's top)."""
+    written = os.stat(repo.index)
     with open(repo.index, "rb") as fh:
         fh.seek(-20, os.SEEK_END)
         index = _stat(repo.index) + ":" + fh.read(20).hex()  # with its checksum: rewritten within a tick
@@ -245,24 +245,7 @@ def tree_state(repo: Repo, status: str) -> TreeState | None:
     h.update(b"buildplane-tree-v1\0")
     h.update(index.encode())
     h.update(json.dumps(listed, sort_keys=True).encode())  # ensure_ascii: a surrogate is escaped, not refused
-    return TreeState(h.hexdigest(), index, listed, repo.top)
-
-
-def file_entry(abspath: str) -> str | None:
-    """A path as the walk hashes it ("x"/"-" + sha256, or "link:" + target), None for no file."""
-    try:
-        st = os.lstat(abspath)
-        if stat.S_ISLNK(st.st_mode):
-            return "link:" + os.readlink(abspath)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        h = hashlib.sha256()
-        with open(abspath, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except FileNotFoundError:
-        return None
-    return ("x" if st.st_mode & 0o111 else "-") + h.hexdigest()
+    return TreeState(h.hexdigest(), index, listed, repo.top, written.st_mtime_ns)
 
 
 def listed_records(status: str) -> list[tuple[str, str]]:
@@ -281,6 +264,14 @@ def listed_records(status: str) -> list[tuple[str, str]]:
         elif kind == "2":  # a rename although none was asked: read it as unknown
             out.append(("/", record))
     return out
+
+
+def _read(abspath: str) -> str | None:
+    """A listed path's entry now, read whole (a patch reads a few files: no stat cache to load)."""
+    try:
+        return file_entry(abspath, os.lstat(abspath), lambda path, _st: sha256_file(path))
+    except FileNotFoundError:
+        return None
 
 
 def _prefix(context: Path, top: str) -> str:
