@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import socket
+import sys
 import threading
 import urllib.parse
 
@@ -37,6 +38,26 @@ class Reset(Exception):
 
 class Unreachable(Exception):
     pass
+
+
+class PlainHttpServer(Unreachable):
+    """An https:// call answered by a server that speaks plain HTTP (the TLS handshake read an HTTP reply)."""
+
+
+class UntrustedCertificate(Unreachable):
+    """The server's certificate does not verify against the trust store (a private CA, a wrong name)."""
+
+
+def tls_failure(exc: BaseException) -> Unreachable | None:
+    """The TLS failures a registry's fix differs for; None for any other error."""
+    ssl = sys.modules.get("ssl")
+    if ssl is None or not isinstance(exc, ssl.SSLError):
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UntrustedCertificate(exc.verify_message or exc.reason or "certificate verify failed")
+    if exc.reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        return PlainHttpServer(exc.reason)
+    return None
 
 
 class Headers:
@@ -142,7 +163,7 @@ class HttpClient:
                 raise Reset(type(exc).__name__) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise Unreachable(type(exc).__name__) from None
+                raise (tls_failure(exc) or Unreachable(type(exc).__name__)) from None
             if resp.will_close:
                 conn.close()
             else:

@@ -93,6 +93,20 @@ def _failure(exc: BaseException) -> str | None:
     return "unreachable" if isinstance(exc, httpx.HTTPError) else None
 
 
+def _unreachable(host: str, exc: BaseException) -> str:
+    """The sentence for a registry that could not be talked to: a plain-HTTP one asked over HTTPS and an
+    untrusted certificate each have their own fix."""
+    from . import http
+    if isinstance(exc, http.PlainHttpServer):
+        return (f"registry {host} speaks plain HTTP, not HTTPS: list it in the topology's registries.plain_http "
+                f"(buildplane then tells buildx too)")
+    if isinstance(exc, http.UntrustedCertificate):
+        return (f"registry {host}'s certificate is not trusted ({exc}): add the CA that signed it to this machine's "
+                "trust store (`update-ca-certificates`) and to the builder's (buildkitd.toml "
+                f"`[registry.\"{host}\"] ca=[…]`, or the daemon's certs.d/{host}/ca.crt)")
+    return f"registry {host} does not answer ({type(exc).__name__}); is it up? (`make lab-up` for the lab)"
+
+
 class RegistryClient(ImageParts):
     """Talks to registries with one HTTP client (an httpx.Client injected in tests; made on first use
     otherwise, so a run that needs no registry makes none)."""
@@ -213,8 +227,7 @@ class RegistryClient(ImageParts):
             if kind == "reset":
                 raise _Reset(type(exc).__name__) from None
             if kind == "unreachable":
-                raise Missing(f"registry {host} does not answer ({type(exc).__name__}); is it up? "
-                              "(`make lab-up` for the lab)") from None
+                raise Missing(_unreachable(host, exc)) from None
             raise
         if resp.status_code == 401:
             raise Missing(self._refused(host))
